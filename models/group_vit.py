@@ -1,0 +1,379 @@
+"""GroupViT image encoder: a ViT whose stages merge image tokens into learned groups.
+
+Shapes below use the released configuration: C = 384 channels, 6 heads, 196 patch tokens at
+224 px, 64 groups after stage 0 and 8 groups after stage 1. Module and parameter names follow the
+reference checkpoints exactly (``img_encoder.layers.{i}.blocks.{j}.attn.qkv.weight`` and so on).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, trunc_normal_
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from utils.errors import UserError
+
+from .misc import pack_outputs
+
+
+class Mlp(nn.Module):
+    """Linear -> GELU -> Dropout -> Linear -> Dropout on the last axis."""
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, out_features or in_features)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class MixerMlp(Mlp):
+    """An Mlp over the token axis: [B, S_in, C] -> [B, S_out, C]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+def hard_softmax(logits: torch.Tensor, dim: int) -> torch.Tensor:
+    """Straight-through one-hot of the softmax argmax (value one-hot, gradient of the softmax)."""
+    y_soft = logits.softmax(dim)
+    index = y_soft.argmax(dim, keepdim=True)
+    y_hard = torch.zeros_like(logits).scatter_(dim, index, 1.0)
+    # Computed as one_hot - soft + soft, like the reference, so values match bit for bit.
+    return y_hard - y_soft.detach() + y_soft
+
+
+def gumbel_softmax(logits: torch.Tensor, dim: int, tau: float = 1.0, hard: bool = True) -> torch.Tensor:
+    """Softmax of (logits + Gumbel(0, 1) noise) / tau, optionally made hard (straight-through)."""
+    gumbels = -torch.empty_like(logits).exponential_().log()
+    y_soft = ((logits + gumbels) / tau).softmax(dim)
+    if not hard:
+        return y_soft
+    index = y_soft.argmax(dim, keepdim=True)
+    y_hard = torch.zeros_like(logits).scatter_(dim, index, 1.0)
+    return y_hard - y_soft.detach() + y_soft
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused ``qkv`` projection (rows laid out q | k | v)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_scale: float | None = None,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each [B, heads, N, C/heads]
+        x = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of queries over separate keys/values (``q_proj``/``k_proj``/``v_proj``)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_scale: float | None = None,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.q_proj = nn.Linear(dim, dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(dim, dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(dim, dim, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        B, N, C = query.shape
+        S, h = key.shape[1], self.num_heads
+        q = self.q_proj(query).reshape(B, N, h, C // h).transpose(1, 2)  # [B, h, N, C/h]
+        k = self.k_proj(key).reshape(B, S, h, C // h).transpose(1, 2)  # [B, h, S, C/h]
+        v = self.v_proj(key).reshape(B, S, h, C // h).transpose(1, 2)
+        x = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+
+
+class AttnBlock(nn.Module):
+    """Pre-norm ViT block: x + DropPath(Attn(LN(x))), then x + DropPath(Mlp(LN(x)))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 qk_scale: float | None = None, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads, qkv_bias, qk_scale, attn_drop, drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class CrossAttnBlock(nn.Module):
+    """Post-norm cross-attention block used before assignment: LN(q + Attn(q, k) + Mlp(LN(.)))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 qk_scale: float | None = None, drop: float = 0.0, attn_drop: float = 0.0):
+        super().__init__()
+        self.norm_post = nn.LayerNorm(dim)
+        self.attn = CrossAttention(dim, num_heads, qkv_bias, qk_scale, attn_drop, drop)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        x = query + self.attn(query, key)
+        x = x + self.mlp(self.norm2(x))
+        return self.norm_post(x)
+
+
+class AssignAttention(nn.Module):
+    """Single-head attention that assigns every image token to one group.
+
+    The softmax runs over the GROUP axis (each token picks a group); in training it is a Gumbel
+    softmax, and with ``hard`` it becomes a straight-through one-hot. Each group then receives the
+    sum of its tokens' values divided by (its token count + ``assign_eps``).
+    """
+
+    def __init__(self, dim: int, qkv_bias: bool = True, qk_scale: float | None = None, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0, hard: bool = True, gumbel: bool = True, gumbel_tau: float = 1.0,
+                 sum_assign: bool = False, assign_eps: float = 1.0):
+        super().__init__()
+        self.scale = qk_scale or dim ** -0.5
+        self.q_proj = nn.Linear(dim, dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(dim, dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(dim, dim, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.hard, self.gumbel, self.gumbel_tau = hard, gumbel, gumbel_tau
+        self.sum_assign, self.assign_eps = sum_assign, assign_eps
+
+    def assignment(self, logits: torch.Tensor, hard: bool, gumbel: bool) -> torch.Tensor:
+        """Normalise [B, 1, S, L] logits over the group axis S."""
+        if gumbel and self.training:
+            return gumbel_softmax(logits, dim=-2, tau=self.gumbel_tau, hard=hard)
+        if hard:
+            return hard_softmax(logits, dim=-2)
+        return logits.softmax(dim=-2)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, return_attn: bool = False):
+        # query: groups [B, S, C]; key: image tokens [B, L, C]
+        q = self.q_proj(query).unsqueeze(1)  # [B, 1, S, C]
+        k = self.k_proj(key).unsqueeze(1)  # [B, 1, L, C]
+        v = self.v_proj(key).unsqueeze(1)
+        logits = (q @ k.transpose(-2, -1)) * self.scale  # [B, 1, S, L]
+        attn = self.assignment(logits, hard=self.hard, gumbel=self.gumbel)
+        attn_dict = None
+        if return_attn:
+            attn_dict = {"hard": attn.clone(), "soft": self.assignment(logits, hard=False, gumbel=False)}
+        if not self.sum_assign:
+            attn = attn / (attn.sum(dim=-1, keepdim=True) + self.assign_eps)
+        out = (self.attn_drop(attn) @ v).squeeze(1)  # [B, S, C]
+        return self.proj_drop(self.proj(out)), attn_dict
+
+
+class GroupingBlock(nn.Module):
+    """Merge L image tokens into S2 groups, guided by S1 learned group tokens."""
+
+    def __init__(self, dim: int, num_heads: int, num_group_token: int, num_output_group: int,
+                 mlp_ratio: tuple[float, float] = (0.5, 4.0), hard: bool = True, gumbel: bool = True):
+        super().__init__()
+        tokens_dim, channels_dim = int(mlp_ratio[0] * dim), int(mlp_ratio[1] * dim)
+        self.norm_tokens = nn.LayerNorm(dim)
+        self.mlp_inter = Mlp(num_group_token, tokens_dim, num_output_group)
+        self.norm_post_tokens = nn.LayerNorm(dim)
+        self.norm_x = nn.LayerNorm(dim)
+        self.pre_assign_attn = CrossAttnBlock(dim, num_heads, mlp_ratio=4.0, qkv_bias=True)
+        self.assign = AssignAttention(dim, qkv_bias=True, hard=hard, gumbel=gumbel)
+        self.norm_new_x = nn.LayerNorm(dim)
+        self.mlp_channels = Mlp(dim, channels_dim, dim)
+
+    def forward(self, x: torch.Tensor, group_tokens: torch.Tensor, return_attn: bool = False):
+        # x: image tokens [B, L, C]; group_tokens: [B, S1, C]
+        group_tokens = self.norm_tokens(group_tokens)
+        x = self.norm_x(x)
+        # token mixing S1 -> S2 over the group axis
+        projected = self.norm_post_tokens(self.mlp_inter(group_tokens.transpose(1, 2)).transpose(1, 2))  # [B, S2, C]
+        projected = self.pre_assign_attn(projected, x)
+        new_x, attn_dict = self.assign(projected, x, return_attn=return_attn)  # [B, S2, C]
+        new_x = new_x + projected
+        new_x = new_x + self.mlp_channels(self.norm_new_x(new_x))
+        return new_x, attn_dict
+
+
+class GroupingLayer(nn.Module):
+    """One stage: transformer blocks over [image tokens; group tokens], then (optionally) grouping."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, num_group_token: int, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True, qk_scale: float | None = None, drop: float = 0.0, attn_drop: float = 0.0,
+                 drop_path: list[float] | None = None, downsample: nn.Module | None = None,
+                 group_projector: nn.Module | None = None, zero_init_group_token: bool = False,
+                 use_checkpoint: bool = False):
+        super().__init__()
+        self.num_group_token = num_group_token
+        if num_group_token > 0:
+            self.group_token = nn.Parameter(torch.zeros(1, num_group_token, dim))
+            if not zero_init_group_token:
+                trunc_normal_(self.group_token, std=0.02)
+        drop_path = drop_path or [0.0] * depth
+        self.blocks = nn.ModuleList(
+            AttnBlock(dim, num_heads, mlp_ratio, qkv_bias, qk_scale, drop, attn_drop, drop_path[i])
+            for i in range(depth))
+        self.downsample = downsample
+        self.group_projector = group_projector
+        self.use_checkpoint = use_checkpoint
+
+    def forward(self, x: torch.Tensor, prev_group_token: torch.Tensor | None = None, return_attn: bool = False):
+        # x: [B, L, C]; prev_group_token: the previous stage's group tokens as they left its blocks
+        group_token = None
+        if self.num_group_token > 0:
+            group_token = self.group_token.expand(x.size(0), -1, -1)  # [B, S, C]
+            if self.group_projector is not None:
+                group_token = group_token + self.group_projector(prev_group_token)
+            x_cat = torch.cat([x, group_token], dim=1)
+        else:
+            x_cat = x
+        for blk in self.blocks:
+            x_cat = checkpoint(blk, x_cat, use_reentrant=False) if self.use_checkpoint and self.training else blk(x_cat)
+        if group_token is not None:
+            x, group_token = x_cat[:, : -self.num_group_token], x_cat[:, -self.num_group_token:]
+        else:
+            x = x_cat
+        attn_dict = None
+        if self.downsample is not None:
+            x, attn_dict = self.downsample(x, group_token, return_attn=return_attn)
+        return x, group_token, attn_dict
+
+
+class PatchEmbed(nn.Module):
+    """Conv patchify + LayerNorm: [B, 3, H, W] -> [B, (H//p)*(W//p), C] and the token grid (h, w)."""
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 384,
+                 patch_norm: bool = True):
+        super().__init__()
+        self.img_size, self.patch_size = img_size, patch_size
+        self.num_patches = (img_size // patch_size) ** 2
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim) if patch_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = self.proj(x)  # [B, C, h, w]
+        hw_shape = (x.shape[2], x.shape[3])
+        return self.norm(x.flatten(2).transpose(1, 2)), hw_shape
+
+
+def interpolate_pos_encoding(pos_embed: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Bicubic-resize a square [1, N, C] position embedding to an h x w token grid."""
+    n, dim = pos_embed.shape[1], pos_embed.shape[2]
+    if h * w == n and h == w:
+        return pos_embed
+    side = int(math.sqrt(n))
+    grid = pos_embed.reshape(1, side, side, dim).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
+    return grid.permute(0, 2, 3, 1).reshape(1, h * w, dim)
+
+
+class GroupViT(nn.Module):
+    """The hierarchical grouping vision transformer (image encoder of GroupViT)."""
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, num_classes: int = 0,
+                 embed_dim: int = 384, embed_factors: tuple[int, ...] = (1, 1, 1),
+                 depths: tuple[int, ...] = (6, 3, 3), num_heads: tuple[int, ...] = (6, 6, 6),
+                 num_group_tokens: tuple[int, ...] = (64, 8, 0), num_output_groups: tuple[int, ...] = (64, 8),
+                 hard_assignment: bool = True, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 qk_scale: float | None = None, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.1, patch_norm: bool = True, use_checkpoint: bool = False,
+                 pos_embed_type: str = "simple", freeze_patch_embed: bool = False):
+        super().__init__()
+        num_layers = len(depths)
+        if not (len(num_heads) == len(num_group_tokens) == len(embed_factors) == num_layers
+                and len(num_output_groups) == num_layers - 1 and num_group_tokens[-1] == 0):
+            raise UserError("GroupViT: depths, num_heads, num_group_tokens and embed_factors need one entry per "
+                            "stage, num_output_groups one fewer, and the last stage no group tokens")
+        if len(set(embed_factors)) != 1:
+            raise UserError(f"GroupViT: embed_factors must all be equal (got {list(embed_factors)})")
+        if pos_embed_type != "simple":
+            raise UserError(f"GroupViT: pos_embed_type {pos_embed_type!r} is not supported (only 'simple')")
+        dim = int(embed_dim * embed_factors[0])
+        self.width = self.num_features = dim
+
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, patch_norm)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, embed_dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+        n_blocks = sum(depths)  # stochastic depth rises linearly from 0 over all blocks
+        dpr = [drop_path_rate * i / max(n_blocks - 1, 1) for i in range(n_blocks)]
+
+        self.layers = nn.ModuleList()
+        for i in range(num_layers):
+            downsample = None
+            if num_group_tokens[i] > 0:
+                downsample = GroupingBlock(dim, num_heads[i], num_group_tokens[i], num_output_groups[i],
+                                           hard=hard_assignment, gumbel=hard_assignment)
+            group_projector = None
+            if i > 0 and num_group_tokens[i] > 0:
+                group_projector = nn.Sequential(
+                    nn.LayerNorm(dim), MixerMlp(num_group_tokens[i - 1], dim // 2, num_group_tokens[i]))
+            self.layers.append(GroupingLayer(
+                dim, depths[i], num_heads[i], num_group_tokens[i], mlp_ratio, qkv_bias, qk_scale, drop_rate,
+                attn_drop_rate, dpr[sum(depths[:i]):sum(depths[: i + 1])], downsample, group_projector,
+                zero_init_group_token=group_projector is not None, use_checkpoint=use_checkpoint))
+
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+
+        trunc_normal_(self.pos_embed, std=0.02)
+        self.apply(self._init_weights)
+        if freeze_patch_embed:
+            for p in self.patch_embed.parameters():
+                p.requires_grad = False
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor, return_attn: bool = False):
+        """[B, 3, H, W] -> final tokens [B, 8, C], last group tokens, and one attn dict per stage."""
+        x, (h, w) = self.patch_embed(x)  # [B, h*w, C]
+        pos_embed = self.pos_embed if self.training and h * w == self.pos_embed.shape[1] else \
+            interpolate_pos_encoding(self.pos_embed, h, w)
+        x = self.pos_drop(x + pos_embed)
+        group_token, attn_dicts = None, []
+        for layer in self.layers:
+            x, group_token, attn_dict = layer(x, group_token, return_attn=return_attn)
+            attn_dicts.append(attn_dict)
+        return self.norm(x), group_token, attn_dicts
+
+    def forward(self, x: torch.Tensor, *, return_feat: bool = False, return_attn: bool = False,
+                as_dict: bool = False):
+        """Image vector 'x' [B, C] (mean of the final tokens); optionally 'feat' and 'attn_dicts'.
+
+        ``attn_dicts[i]`` is ``{'hard', 'soft'}`` of shape [B, 1, S_i, L_i] for grouping stages, else None.
+        """
+        feat, _, attn_dicts = self.forward_features(x, return_attn=return_attn)
+        outs = {"x": self.head(feat.mean(dim=1))}
+        if return_feat:
+            outs["feat"] = feat
+        if return_attn:
+            outs["attn_dicts"] = attn_dicts
+        return pack_outputs(outs, as_dict)

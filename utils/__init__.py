@@ -1,0 +1,1 @@
+"""Shared helpers: config loading, checkpoints, distributed utilities, errors."""

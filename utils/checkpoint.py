@@ -1,0 +1,295 @@
+"""Checkpoints: safe loading of official and own files, atomic saving, key/shape-checked model loading.
+
+Loading never executes arbitrary pickled code: it uses torch's weights-only unpickler, with only the
+OmegaConf classes that a pickled config needs (and numpy scalars, which metrics may be) allow-listed.
+Saving writes plain containers and tensors only, so ``torch.load(path, weights_only=True)`` reads our files.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import collections
+import io
+import logging
+import os
+import pickletools
+import re
+import typing
+import uuid
+import warnings
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlparse
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.base import ContainerMetadata, Metadata
+from omegaconf.nodes import AnyNode, BooleanNode, FloatNode, IntegerNode, StringNode
+
+from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+_MAX_LISTED = 10
+
+
+def _allowed_globals() -> list[Any]:
+    """Globals the weights-only unpickler may use beyond torch's defaults (tensors, OrderedDict)."""
+    allowed: list[Any] = [
+        DictConfig, ListConfig, ContainerMetadata, Metadata,
+        AnyNode, StringNode, IntegerNode, FloatNode, BooleanNode,
+        typing.Any, collections.defaultdict, dict, list, int, float, bool, str,
+    ]  # fmt: skip
+    try:  # numpy scalars (e.g. an mIoU in 'metrics'): constructors of plain values, nothing else
+        import numpy as np
+
+        scalar = (getattr(np, "_core", None) or np.core).multiarray.scalar  # numpy 2 moved core to _core
+        allowed += [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"), np.dtype]
+        allowed += [type(np.dtype(t)) for t in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "b1")]
+    except (ImportError, AttributeError):
+        pass
+    return allowed
+
+
+def _allowed_names() -> set[str]:
+    """The allow-list (ours and torch's defaults, roughly) as 'module.name' strings, for error messages."""
+    names = {"collections.OrderedDict", "collections.Counter", "_codecs.encode"}
+    names |= {"builtins.set", "builtins.bytearray", "builtins.complex"}
+    for g in _allowed_globals():
+        names.add(g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}")
+    return names
+
+
+def _pickled_globals(stream: IO[bytes]) -> Iterator[str]:
+    """Yield the 'module.name' of every global a pickle stream refers to. Reads opcodes only, runs nothing."""
+    recent: list[str | None] = []  # what each opcode pushed, when it was a string (enough for STACK_GLOBAL)
+    memo: dict[int, str | None] = {}
+    while True:  # legacy (non-zip) files hold several pickles in a row, followed by raw storage bytes
+        try:
+            for op, arg, _ in pickletools.genops(stream):
+                name = None
+                if op.name == "GLOBAL":
+                    name = tuple(arg.split(" ", 1))
+                elif op.name == "STACK_GLOBAL" and len(recent) >= 2 and None not in recent[-2:]:
+                    name = (recent[-2], recent[-1])
+                if name:
+                    module, attr = name
+                    module, attr = _compat_pickle.NAME_MAPPING.get((module, attr), (module, attr))
+                    yield f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{attr}"
+                if op.name == "MEMOIZE":
+                    memo[len(memo)] = recent[-1] if recent else None
+                elif op.name.endswith("PUT"):
+                    memo[arg] = recent[-1] if recent else None
+                elif op.name.endswith("GET"):
+                    recent.append(memo.get(arg))
+                else:
+                    recent.append(arg if isinstance(arg, str) and op.name != "GLOBAL" else None)
+        except Exception:  # the end of the pickles (or garbage): nothing more to name
+            return
+
+
+def _forbidden_global(path: str) -> str | None:
+    """The first global in the file's pickle that is outside the allow-list, if one can be found."""
+    allowed = _allowed_names()
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                member = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+                if member is None:
+                    return None
+                with zf.open(member) as f:
+                    data = io.BytesIO(f.read())
+        else:
+            data = open(path, "rb")  # closed by the with below
+        with data:
+            return next((g for g in _pickled_globals(data) if g not in allowed and not g.startswith("torch.")), None)
+    except OSError:
+        return None
+
+
+def _reason(error: Exception) -> str:
+    """The informative part of a torch.load error, on one line."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    text = " ".join(text.split())
+    return (text[:200] + "...") if len(text) > 200 else text or "no details"
+
+
+def _download(url: str) -> str:
+    """Download an http(s) checkpoint once into torch hub's checkpoint cache; return the local path."""
+    name = os.path.basename(urlparse(url).path) or "checkpoint.pth"
+    cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+    local = os.path.join(cache, name)
+    if not os.path.exists(local):
+        os.makedirs(cache, exist_ok=True)
+        logger.info("downloading %s to %s", url, local)
+        try:
+            torch.hub.download_url_to_file(url, local, progress=True)
+        except Exception as e:  # network errors come in many types
+            raise UserError(f"could not download checkpoint {url}: {e}") from None
+    return local
+
+
+def load_checkpoint(path_or_url: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Load a checkpoint (official release layout or ours) without executing pickled code.
+
+    Returns a dict with at least 'model' (the state dict); 'config', 'metrics', 'epoch', 'optimizer',
+    'lr_scheduler' and 'amp' are present only if the file has them. A bare state dict is wrapped as
+    {'model': sd}. Every problem with the file raises a one-line UserError.
+    """
+    path = str(path_or_url)
+    if path.startswith(("http://", "https://")):
+        path = _download(path)
+    if not os.path.exists(path):
+        raise UserError(f"checkpoint not found: {path}")
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint {path} is not a file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
+        raise UserError(f"{path} is not a PyTorch checkpoint (neither a torch.save archive nor a pickle)")
+
+    try:
+        with torch.serialization.safe_globals(_allowed_globals()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for unreadable files
+        named_by_torch = re.search(r"GLOBAL ([\w.]+)", str(e))
+        forbidden = _forbidden_global(path) or (named_by_torch and named_by_torch.group(1))
+        if forbidden is not None:
+            raise UserError(
+                f"refusing to load {path}: its pickle references {forbidden}, which a checkpoint never needs; "
+                "this file is not a trusted checkpoint"
+            ) from None
+        raise UserError(f"could not read {path} as a checkpoint ({type(e).__name__}: {_reason(e)})") from None
+
+    if isinstance(ckpt, Mapping) and "model" not in ckpt and ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
+        return {"model": ckpt}
+    if not isinstance(ckpt, Mapping):
+        raise UserError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    if "model" not in ckpt:
+        keys = ", ".join(map(str, list(ckpt)[:_MAX_LISTED])) or "none"
+        raise UserError(f"{path} has no 'model' entry (its keys: {keys})")
+    if not isinstance(ckpt["model"], Mapping):
+        raise UserError(f"{path}: 'model' is a {type(ckpt['model']).__name__}, not a state dict")
+    return dict(ckpt)
+
+
+def _plain(obj: Any, where: str = "state") -> Any:
+    """Copy of obj with OmegaConf containers as plain ones, numpy scalars as python and tensors contiguous."""
+    if isinstance(obj, DictConfig | ListConfig):
+        return OmegaConf.to_container(obj, resolve=True)
+    if torch.is_tensor(obj):
+        return obj.contiguous()
+    if isinstance(obj, Mapping):
+        out = collections.OrderedDict() if isinstance(obj, collections.OrderedDict) else {}
+        for k, v in obj.items():
+            out[k] = _plain(v, f"{where}[{k!r}]")
+        if hasattr(obj, "_metadata"):  # state_dict() version info used by load_state_dict
+            out._metadata = _plain(obj._metadata, f"{where}._metadata")
+        return out
+    if isinstance(obj, torch.Size):
+        return obj
+    if isinstance(obj, list | tuple):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    if type(obj).__module__ == "numpy" and getattr(obj, "ndim", None) == 0:
+        return obj.item()
+    if obj is None or isinstance(obj, bool | int | float | complex | str | bytes | torch.dtype | torch.device):
+        return obj
+    raise TypeError(f"save_checkpoint: {where} is a {type(obj).__name__}, which weights-only loading cannot read")
+
+
+def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Save state atomically so that ``torch.load(path, weights_only=True)`` reads it.
+
+    OmegaConf containers become plain dicts/lists and tensors are made contiguous. The file is written
+    to a temporary name in the same directory, fsynced and renamed over ``path``; on failure the
+    temporary file is removed and any previous file at ``path`` is left as it was.
+    """
+    state = _plain(state)
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable (POSIX); harmless to skip elsewhere
+        fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """Drop the DistributedDataParallel 'module.' prefix when every key has it (metadata included)."""
+    if not state_dict or not all(k.startswith("module.") for k in state_dict):
+        return state_dict
+    out = collections.OrderedDict((k[len("module.") :], v) for k, v in state_dict.items())
+    metadata = getattr(state_dict, "_metadata", None)
+    if metadata is not None:
+        out._metadata = {
+            ("" if k == "module" else k[len("module.") :]): v
+            for k, v in metadata.items()
+            if k == "module" or k.startswith("module.")
+        }
+    return out
+
+
+def _listing(title: str, lines: list[str]) -> list[str]:
+    """An indented report section, capped at _MAX_LISTED entries."""
+    if not lines:
+        return []
+    shown = [f"    {ln}" for ln in lines[:_MAX_LISTED]]
+    if len(lines) > _MAX_LISTED:
+        shown.append(f"    ... and {len(lines) - _MAX_LISTED} more")
+    return [f"  {title} ({len(lines)}):", *shown]
+
+
+def load_model_state(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True) -> None:
+    """Load state_dict into model after comparing keys and shapes.
+
+    A leading 'module.' on every key is stripped. Any missing key, unexpected key or shape mismatch
+    raises a readable UserError when strict; otherwise the same report is logged as a warning and the
+    entries that fit are loaded. Shape mismatches are never loaded.
+    """
+    state_dict = _strip_module_prefix(state_dict)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shape = {k: list(getattr(v, "shape", ())) for k, v in state_dict.items()}
+    model_shape = {k: list(getattr(v, "shape", ())) for k, v in expected.items()}
+    mismatched = [k for k in state_dict if k in expected and shape[k] != model_shape[k]]
+    if missing or unexpected or mismatched:
+        report = "\n".join(
+            [
+                f"checkpoint does not fit the model: {len(missing)} missing, {len(unexpected)} unexpected, "
+                f"{len(mismatched)} shape mismatches",
+                *_listing("missing in checkpoint", missing),
+                *_listing("unexpected in checkpoint", unexpected),
+                *_listing(
+                    "shape mismatches",
+                    [f"{k}: checkpoint {shape[k]} vs model {model_shape[k]}" for k in mismatched],
+                ),
+            ]
+        )
+        if strict:
+            raise UserError(report)
+        logger.warning("%s", report)
+    skip = set(unexpected) | set(mismatched)
+    fitting = collections.OrderedDict((k, v) for k, v in state_dict.items() if k not in skip)
+    if hasattr(state_dict, "_metadata"):
+        fitting._metadata = state_dict._metadata
+    model.load_state_dict(fitting, strict=not missing)

@@ -1,0 +1,216 @@
+"""Experiment configs: YAML files with `_base_` inheritance, `--opts` overrides and CLI shortcuts.
+
+The behaviour follows the official GroupViT loader (see the spec, section 2) with three deliberate fixes:
+a list `_base_` works (each path relative to the file that names it), `--opts` also takes the
+`key value` pairs the original README shows, and mistakes raise a one-line `UserError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from utils.errors import UserError
+
+__all__ = ["all_keys", "apply_opts", "cfg_to_dict", "get_config", "load_config", "parse_opts"]
+
+# CLI argument name -> config key; applied only when the script has the argument and it was given.
+SHORTCUTS: tuple[tuple[str, str], ...] = (
+    ("batch_size", "data.batch_size"),
+    ("amp_opt_level", "train.amp_opt_level"),
+    ("resume", "checkpoint.resume"),
+    ("eval", "evaluate.eval_only"),
+    ("keep", "checkpoint.max_kept"),
+)
+
+# An --opts item that starts like `some.key=`: never taken as the value of a preceding bare key.
+_KEY_ASSIGNMENT = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*=")
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike[str]) -> DictConfig:
+    """Load a YAML config and merge it over its `_base_` file(s); the `_base_` key is kept."""
+    return _load(Path(path), chain=(), referrer=None)
+
+
+def _load(path: Path, chain: tuple[Path, ...], referrer: Path | None) -> DictConfig:
+    if not path.is_file():
+        named_in = f" (named in _base_ of {referrer})" if referrer else ""
+        raise UserError(f"config file not found: {path}{named_in}")
+    real = path.resolve()
+    if real in chain:
+        raise UserError(f"config _base_ cycle: {' -> '.join(str(p) for p in (*chain, real))}")
+    try:
+        cfg = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        raise UserError(f"cannot parse config {path}: {' '.join(str(e).split())}") from e
+    except OmegaConfBaseException as e:
+        raise UserError(f"cannot parse config {path}: {_first_line(e)}") from e
+    if not isinstance(cfg, DictConfig):
+        raise UserError(f"config {path} must be a mapping at the top level")
+    if "_base_" not in cfg:
+        return cfg
+    bases = cfg._base_
+    names = [bases] if isinstance(bases, str) else list(bases) if isinstance(bases, ListConfig) else None
+    if not names or not all(isinstance(name, str) for name in names):
+        raise UserError(f"_base_ in {path} must be a file name or a list of file names, not {bases!r}")
+    parents = [_load(path.parent / name, (*chain, real), referrer=path) for name in names]
+    merged = OmegaConf.merge(*parents, cfg)  # later files win; lists are replaced whole
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
+# --------------------------------------------------------------------------------------------- --opts
+
+
+def parse_opts(opts: Sequence[str] | None) -> list[str]:
+    """Normalise `--opts` to `key=value` items; `key value` pairs (as in the original README) are joined.
+
+    A bare key takes the next item as its value, unless that item is itself a `key=value` assignment.
+    """
+    items, out, i = list(opts or []), [], 0
+    while i < len(items):
+        item = items[i]
+        if "=" in item:
+            if not item.split("=", 1)[0].strip():
+                raise UserError(f"--opts item '{item}' has no key before '='")
+            out.append(item)
+            i += 1
+        elif i + 1 < len(items) and not _KEY_ASSIGNMENT.match(items[i + 1]):
+            out.append(f"{item}={items[i + 1]}")
+            i += 2
+        else:
+            raise UserError(f"--opts key '{item}' has no value (write {item}=VALUE or '{item} VALUE')")
+    return out
+
+
+def all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Every dotted key of `cfg`, sections included (lists count as leaves)."""
+    keys = []
+    for key in cfg.keys():
+        full = f"{prefix}{key}"
+        keys.append(full)
+        child = cfg._get_node(key)
+        if isinstance(child, DictConfig):
+            keys.extend(all_keys(child, f"{full}."))
+    return keys
+
+
+def _unknown_key(cfg: DictConfig, key: str) -> UserError:
+    close = difflib.get_close_matches(key, all_keys(cfg), n=3, cutoff=0.6)
+    hint = f"did you mean: {', '.join(close)}?" if close else "no similar key"
+    return UserError(f"unknown config key '{key}' ({hint})")
+
+
+def _lookup(cfg: DictConfig, key: str) -> Any:
+    """The node at a dotted key (without resolving it); UserError when the key does not exist."""
+    node: Any = cfg
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if isinstance(node, ListConfig):
+            prefix = ".".join(parts[:i])
+            raise UserError(f"config key '{prefix}' is a list: set it whole, e.g. {prefix}=[...]")
+        if not isinstance(node, DictConfig) or part not in node.keys():
+            raise _unknown_key(cfg, key)
+        node = node._get_node(part)
+    return node
+
+
+def _check_kind(key: str, node: Any, new: Any, text: str) -> None:
+    """Sections take mappings and lists take lists; a scalar key takes no container."""
+    if isinstance(node, DictConfig) and not isinstance(new, DictConfig):
+        expected = "a mapping {...}"
+    elif isinstance(node, ListConfig) and not isinstance(new, ListConfig):
+        expected = "a list [...]"
+    elif not isinstance(node, DictConfig | ListConfig) and isinstance(new, DictConfig | ListConfig):
+        expected = "a single value"
+    else:
+        return
+    raise UserError(f"wrong type for config key '{key}': expected {expected}, got '{text}'")
+
+
+def apply_opts(cfg: DictConfig, opts: Sequence[str] | None) -> DictConfig:
+    """Merge `--opts` overrides (values parsed as YAML) into `cfg` in place and return it.
+
+    Only existing keys can be set, whatever the struct flag says.
+    """
+    for item in parse_opts(opts):
+        key, text = item.split("=", 1)
+        key = key.strip()
+        node = _lookup(cfg, key)
+        try:
+            override = OmegaConf.from_dotlist([f"{key}={text}"])
+        except (OmegaConfBaseException, yaml.YAMLError) as e:
+            raise UserError(f"cannot parse --opts item '{item}': {' '.join(str(e).split())}") from e
+        _check_kind(key, node, _lookup(override, key), text)
+        try:
+            cfg.merge_with(override)
+        except ConfigKeyError as e:  # an unknown key inside a mapping value, e.g. train={base_lrr: 1}
+            raise _unknown_key(cfg, e.full_key or key) from e
+        except OmegaConfBaseException as e:
+            raise UserError(f"wrong value for config key '{e.full_key or key}': {_first_line(e)}") from e
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------- get_config
+
+
+def get_config(args: argparse.Namespace) -> DictConfig:
+    """Build the read-only run config from a script's parsed arguments (spec 2.2 order).
+
+    Arguments a script does not define are skipped, so every entry point can share this.
+    Unlike the reference, `amp_opt_level` is applied only when given (the scripts default it to None).
+    """
+    cfg = load_config(args.cfg)
+    OmegaConf.set_struct(cfg, True)
+    opts = getattr(args, "opts", None)
+    if opts:
+        apply_opts(cfg, opts)
+    for name, key in SHORTCUTS:
+        value = getattr(args, name, None)
+        if value is not None and value is not False:
+            _lookup(cfg, key)
+            OmegaConf.update(cfg, key, value, merge=False)
+
+    if not cfg.model_name:
+        cfg.model_name = Path(args.cfg).stem
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    cfg.model_name = f"{cfg.model_name}_bs{cfg.data.batch_size}x{world_size}"
+    cfg.output = getattr(args, "output", None) or os.path.join("output", cfg.model_name)
+    tag = getattr(args, "tag", None)
+    if tag:
+        cfg.tag = tag
+        cfg.output = os.path.join(cfg.output, tag)
+    if getattr(args, "wandb", None):
+        cfg.wandb = True
+    vis = getattr(args, "vis", None)
+    if vis:
+        cfg.vis = list(vis)
+    local_rank = getattr(args, "local_rank", None)
+    cfg.local_rank = int(local_rank if local_rank is not None else os.environ.get("LOCAL_RANK", 0))
+
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def cfg_to_dict(cfg: DictConfig, resolve: bool = True) -> dict[str, Any]:
+    """A plain nested dict copy of `cfg` (interpolations resolved by default)."""
+    container = OmegaConf.to_container(cfg, resolve=resolve)
+    assert isinstance(container, dict)
+    return container  # type: ignore[return-value]
