@@ -1,0 +1,148 @@
+"""Convert GroupViT checkpoints between our (= the official) layout and a Hugging Face GroupViTModel folder.
+
+    python tools/convert_hf_checkpoint.py --to-hf CKPT.pth OUT_DIR [--cfg CONFIG.yml]
+    python tools/convert_hf_checkpoint.py --from-hf HF_DIR OUT.pth [--cfg CONFIG.yml]
+
+--to-hf takes the model config from the checkpoint's 'config' unless --cfg is given, and writes config.json and
+the weights with ``save_pretrained``. --from-hf derives the model config from the HF config.json; with --cfg the
+model section of that config is used instead (it must describe the same architecture), and the whole config is
+stored in the output. Works offline: nothing is fetched from the Hub. Mistakes give one line and exit code 2
+(``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/ is not a package
+
+from utils.cli import run_cli  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+
+MAX_LOGIT_SCALE = math.log(100)  # the reference clamps exp(logit_scale) at 100; HF does not
+
+
+def note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
+
+
+def model_cfg_of(ckpt: dict, cfg_path: str | None) -> dict[str, Any]:
+    """The resolved model section of --cfg, else of the checkpoint's own config."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from utils.config import cfg_to_dict, load_config
+
+    if cfg_path:
+        return cfg_to_dict(load_config(cfg_path))["model"]
+    config = ckpt.get("config")
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise UserError("the checkpoint has no config with a 'model' section; pass --cfg")
+    return config["model"]
+
+
+def to_hf(src: str, dst: str, cfg_path: str | None) -> None:
+    import torch
+    from transformers import GroupViTModel
+
+    from models.hf_convert import HF_POSITION_IDS, hf_config_from_model_cfg, reference_to_hf
+    from utils.checkpoint import load_checkpoint, load_model_state
+
+    if Path(dst).is_file():
+        raise UserError(f"{dst} is a file; --to-hf writes a folder")
+    ckpt = load_checkpoint(src)
+    config = hf_config_from_model_cfg(model_cfg_of(ckpt, cfg_path))
+    torch.manual_seed(0)  # the random init is overwritten; seeded only to keep runs identical
+    model = GroupViTModel(config).eval()
+    state = reference_to_hf(ckpt["model"], position_ids=HF_POSITION_IDS in model.state_dict())
+    load_model_state(model, state, strict=True)
+    model.save_pretrained(dst)
+    if "multi_label_logit_scale" in ckpt["model"]:
+        note("multi_label_logit_scale was dropped (HF's GroupViT has no multi-label loss)")
+    scale = float(state["logit_scale"])
+    if scale > MAX_LOGIT_SCALE:
+        note(f"logit_scale {scale:.4f} > ln(100): HF does not clamp exp(logit_scale) at 100, "
+             "so its logits will differ from ours")
+    print(f"wrote Hugging Face model to {dst}")
+
+
+def architecture(config: Any) -> dict[str, Any]:
+    """The fields of a GroupViTConfig that decide the weights' meaning (for comparing with --cfg)."""
+    v, t = config.vision_config, config.text_config
+    fields = {f"vision.{k}": getattr(v, k) for k in (
+        "hidden_size", "intermediate_size", "depths", "num_group_tokens", "num_attention_heads", "image_size",
+        "patch_size", "num_channels", "hidden_act", "assign_eps", "assign_mlp_ratio")}
+    fields |= {f"text.{k}": getattr(t, k) for k in (
+        "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
+        "max_position_embeddings", "hidden_act")}
+    fields["vision.num_output_groups"] = list(v.num_output_groups)[:-1]
+    fields |= {k: getattr(config, k) for k in ("projection_dim", "projection_intermediate_dim")}
+    return {k: list(x) if isinstance(x, tuple) else x for k, x in fields.items()}
+
+
+def from_hf(src: str, dst: str, cfg_path: str | None) -> None:
+    from transformers import GroupViTConfig, GroupViTModel
+
+    from models import build_model
+    from models.hf_convert import hf_config_from_model_cfg, hf_to_reference, model_cfg_from_hf_config
+    from utils.checkpoint import load_model_state, save_checkpoint
+    from utils.config import cfg_to_dict, load_config
+
+    if not (Path(src) / "config.json").is_file():
+        raise UserError(f"{src} is not a Hugging Face model folder (no config.json)")
+    try:
+        config = GroupViTConfig.from_pretrained(src, local_files_only=True)
+        model, info = GroupViTModel.from_pretrained(src, local_files_only=True, output_loading_info=True)
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"cannot load {src} as a GroupViTModel: {' '.join(str(e).split())[:300]}") from None
+    problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    if problems:
+        raise UserError(f"{src} does not hold a complete GroupViTModel: {problems}"[:400])
+
+    full_cfg = cfg_to_dict(load_config(cfg_path)) if cfg_path else None
+    if full_cfg is not None:
+        model_cfg = full_cfg["model"]
+        ours, theirs = architecture(hf_config_from_model_cfg(model_cfg)), architecture(config)
+        diff = [f"{k} {ours[k]} vs {theirs[k]}" for k in ours if ours[k] != theirs[k]]
+        if diff:
+            raise UserError(f"--cfg {cfg_path} does not describe the HF model: {'; '.join(diff)}")
+    else:
+        model_cfg = model_cfg_from_hf_config(config)
+    ours_model = build_model(model_cfg)
+    ml_scale = None
+    if "multi_label_logit_scale" in ours_model.state_dict():
+        ml_scale = math.log(1 / model_cfg.get("contrast_temperature", 0.07))
+        note(f"multi_label_logit_scale is not in HF checkpoints; set to its initial value {ml_scale:.6f}")
+    state = hf_to_reference(model.state_dict(), multi_label_logit_scale=ml_scale)
+    load_model_state(ours_model, state, strict=True)  # checks keys and shapes
+    if float(state["logit_scale"]) > MAX_LOGIT_SCALE:
+        note("logit_scale > ln(100): we clamp exp(logit_scale) at 100 as the reference does, HF does not")
+    save_checkpoint({"model": state, "config": full_cfg or {"model": model_cfg}}, dst)
+    print(f"wrote checkpoint to {dst}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    direction = parser.add_mutually_exclusive_group(required=True)
+    direction.add_argument("--to-hf", nargs=2, metavar=("CKPT", "OUT_DIR"), help="our .pth -> HF model folder")
+    direction.add_argument("--from-hf", nargs=2, metavar=("HF_DIR", "OUT_PTH"), help="HF model folder -> our .pth")
+    parser.add_argument("--cfg", help="experiment config (.yml) whose model section to use")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # our own messages report what matters
+    if args.to_hf:
+        to_hf(*args.to_hf, args.cfg)
+    else:
+        from_hf(*args.from_hf, args.cfg)
+
+
+if __name__ == "__main__":
+    run_cli(main)
