@@ -293,3 +293,14 @@ def load_model_state(model: torch.nn.Module, state_dict: Mapping[str, torch.Tens
     if hasattr(state_dict, "_metadata"):
         fitting._metadata = state_dict._metadata
     model.load_state_dict(fitting, strict=not missing)
+
+
+def auto_resume_helper(output_dir: str | os.PathLike) -> str | None:
+    """The checkpoint to resume from in ``output_dir``: ``checkpoint.pth`` if present, else the newest ``*.pth``
+    by modification time, else None (the reference's rule)."""
+    folder = Path(output_dir)
+    latest = folder / "checkpoint.pth"
+    if latest.is_file():
+        return str(latest)
+    candidates = [p for p in folder.glob("*.pth") if p.is_file()] if folder.is_dir() else []
+    return str(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None

@@ -1,5 +1,7 @@
 """Rank/world helpers that also work in a plain process with no process group."""
 
+import os
+
 import torch
 import torch.distributed as dist
 
@@ -28,3 +30,31 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+def init_distributed() -> torch.device:
+    """Join the process group that torchrun (or torch.distributed.launch) describes, if any; return the device.
+
+    Without ``WORLD_SIZE`` > 1 in the environment nothing is initialised (a plain single process). The backend is
+    NCCL when CUDA is available and gloo otherwise; each process uses ``cuda:LOCAL_RANK`` (modulo the visible
+    GPUs) or the CPU. An existing process group is kept.
+    """
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not is_dist():
+        if device.type == "cuda":
+            dist.init_process_group("nccl", init_method="env://", device_id=device)
+        else:
+            dist.init_process_group("gloo", init_method="env://")
+    return device
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of ``x`` over ranks (in place; the identity without a process group)."""
+    if is_dist():
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x

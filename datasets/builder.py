@@ -1,0 +1,308 @@
+"""Webdataset loaders and image/text transforms for pretraining and zero-shot ImageNet evaluation (spec 5.1-5.2).
+
+Shards: each dataset named in ``data.dataset.train`` / ``.val`` has ``path`` and a brace-expanded ``prefix`` in
+``data.dataset.meta``. Every configured local shard must exist (a missing one is a ``UserError``, not a silent
+skip); ``http(s)://``, ``pipe:`` and other URLs are passed to webdataset unchecked.
+
+Splitting: the shard list (in configuration order) is dealt to ranks, ``shards[rank::world]``, and each rank's
+share to its DataLoader workers, ``[worker::num_workers]``: every shard belongs to exactly one (rank, worker).
+A rank never gets more workers than shards. Training streams are endless: each worker cycles through its
+shards, reshuffled on every pass, and the loader cuts the stream into epochs of
+``max(1, sum(length) // (batch_size * world))`` batches, so every rank runs the same number of steps. The
+validation stream reads each shard once: every image is evaluated exactly once, whatever the world size.
+
+Samples: ``jpg``/``png``/``jpeg`` images with a ``txt``/``text`` caption (training) or a ``cls`` label
+(validation). A sample that fails to read, decode or transform is skipped with a warning and counted
+(``SkipCorrupt``); a whole pass over a worker's shards without one usable sample is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import braceexpand
+import numpy as np
+import torch
+import webdataset as wds
+from omegaconf import DictConfig
+from timm.data import create_transform
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchvision import transforms
+
+from utils.errors import UserError
+
+from .nouns import WordAugTokenizeWrapper
+from .tokenizer import Tokenize
+
+logger = logging.getLogger("groupvit.data")
+
+IMAGE_KEYS = "jpg;png;jpeg"
+TEXT_KEYS = "text;txt"
+LABEL_KEYS = "cls"
+_SAMPLE_KINDS = {"img_txt_pair": TEXT_KEYS, "img_cls_pair": LABEL_KEYS}  # meta type -> second key
+_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)[.]([^/]*)$")  # webdataset's split: key up to the first dot of the name
+
+
+# --------------------------------------------------------------------------------------------- shards
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url and not url.startswith("pipe:")
+
+
+def expand_shards(data_cfg: DictConfig, names: Sequence[str], kind: str, missing_ok: bool = False) -> list[str]:
+    """Brace-expanded shard paths of the datasets ``names`` (concatenated in order).
+
+    ``kind`` is the meta type they must have ('img_txt_pair' or 'img_cls_pair'). Missing local shards raise a
+    UserError naming them; with ``missing_ok``, a dataset with no shard on disk at all is skipped with a warning
+    (a partially present dataset is still an error).
+    """
+    shards: list[str] = []
+    for name in names:
+        if name not in data_cfg.dataset.meta:
+            known = ", ".join(data_cfg.dataset.meta.keys())
+            raise UserError(f"dataset {name!r} is not in data.dataset.meta (known: {known})")
+        meta = data_cfg.dataset.meta[name]
+        if meta.type != kind:
+            raise UserError(f"dataset {name!r} has type {meta.type!r}; this loader needs {kind!r}")
+        urls = list(braceexpand.braceexpand(os.path.join(meta.path, meta.prefix)))
+        missing = [u for u in urls if _is_local(u) and not os.path.isfile(u)]
+        if missing and missing_ok and len(missing) == len(urls):
+            logger.warning("dataset %r: no shard found (e.g. %s); skipped", name, missing[0])
+            continue
+        if missing:
+            raise UserError(f"dataset {name!r}: {len(missing)} of {len(urls)} shards do not exist, e.g. {missing[0]} "
+                            f"(data.dataset.meta.{name}.path / prefix)")
+        shards += urls
+    return shards
+
+
+def check_sample_keys(shard: str, kind: str, max_samples: int = 8) -> None:
+    """Fail early, naming the keys found, when none of the first samples of a local shard has the keys of ``kind``."""
+    if not _is_local(shard):
+        return
+    needed = [IMAGE_KEYS.split(";"), _SAMPLE_KINDS[kind].split(";")]
+    samples: dict[str, set[str]] = {}
+    try:
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                match = _KEY_EXT.match(member.name) if member.isfile() else None
+                if match is None:
+                    continue
+                if match[1] not in samples and len(samples) == max_samples:
+                    break
+                samples.setdefault(match[1], set()).add(match[2].lower())
+    except (tarfile.TarError, OSError):
+        return  # unreadable: left to the loader, which skips it with a warning
+    if not samples or any(all(exts & set(keys) for keys in needed) for exts in samples.values()):
+        return
+    found = sorted(set().union(*samples.values()))
+    raise UserError(f"{shard}: samples have the keys {found}, but {kind} data needs one of "
+                    f"{'/'.join(needed[0])} and one of {'/'.join(needed[1])}")
+
+
+def split_shards(shards: Sequence[str], rank: int, world_size: int, worker: int = 0, num_workers: int = 1) -> list[str]:
+    """The shards of one (rank, worker): ``shards[rank::world_size][worker::num_workers]``."""
+    return list(shards[rank::world_size][worker::num_workers])
+
+
+def worker_seed(base: int, rank: int, worker: int, num_workers: int, epoch: int = 0, world_size: int = 1) -> int:
+    """Seed of one DataLoader worker whose stream starts at ``epoch``.
+
+    At epoch 0 this is the reference's ``num_workers * rank + worker_id + data.seed``; a run resumed at a later
+    epoch shifts it past every seed used before, so it does not replay the first epochs' random choices.
+    """
+    return base + (epoch * world_size + rank) * num_workers + worker
+
+
+class SkipCorrupt:
+    """Webdataset error handler: warn, count, and skip the sample (``skipped`` counts per process)."""
+
+    def __init__(self) -> None:
+        self.skipped = 0
+
+    def __call__(self, exn: Exception) -> bool:
+        self.skipped += 1
+        where = next((a for a in exn.args if isinstance(a, str) and a.endswith(".tar")), "")
+        reason = " ".join(str(exn.args[0] if exn.args else exn).split())[:200]
+        logger.warning("skipped a corrupt sample%s (%d in this process so far): %s: %s",
+                       f" in {where}" if where else "", self.skipped, type(exn).__name__, reason)
+        return True
+
+
+class ShardStream(IterableDataset):
+    """Samples of this (rank, worker)'s shards, as dicts of transformed tensors.
+
+    ``repeat``: cycle through the shards forever, reshuffling them (and, with ``shuffle_buffer`` > 0, the
+    samples) with the worker's seed; otherwise read each shard once, in order. ``first_epoch`` (set before the
+    first iteration) enters the seeds.
+    """
+
+    def __init__(self, shards: Sequence[str], rank: int, world_size: int, keys: dict[str, str],
+                 transforms_: dict[str, Callable], repeat: bool, shuffle_buffer: int = 0, seed: int = 0):
+        super().__init__()
+        self.shards = list(split_shards(shards, rank, world_size))
+        self.rank, self.world_size = rank, world_size
+        self.keys, self.transforms = keys, transforms_
+        self.repeat, self.shuffle_buffer, self.seed = repeat, shuffle_buffer, seed
+        self.first_epoch = 0
+        self.handler = SkipCorrupt()
+
+    def worker_seed(self, worker: int, num_workers: int) -> int:
+        return worker_seed(self.seed, self.rank, worker, num_workers, self.first_epoch, self.world_size)
+
+    def _samples(self, urls: list[str], rng: random.Random) -> Iterator[dict[str, Any]]:
+        samples = wds.tarfile_to_samples(handler=self.handler)(iter([{"url": u} for u in urls]))
+        if self.shuffle_buffer > 0:
+            samples = wds.shuffle(self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=rng)(samples)
+        samples = wds.decode("pil", handler=self.handler)(samples)
+        samples = wds.rename(keep=False, handler=self.handler, **self.keys)(samples)
+        return wds.map_dict(handler=self.handler, **self.transforms)(samples)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
+        urls = self.shards[worker::num_workers]
+        rng = random.Random(self.worker_seed(worker, num_workers))
+        while urls:
+            if self.repeat:
+                rng.shuffle(urls)
+            produced = 0
+            for sample in self._samples(urls, rng):
+                produced += 1
+                yield sample
+            if not self.repeat:
+                return
+            if produced == 0:
+                raise UserError(f"no usable sample in {len(urls)} shard(s) ({urls[0]}, ...): every sample was "
+                                "skipped (see the warnings above) or the shards are empty")
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack a list of sample dicts: image [B, 3, H, W], text [B, 77] or [B, 1+M, 77], target [B]."""
+    return {key: torch.stack([s[key] for s in samples]) if torch.is_tensor(samples[0][key])
+            else torch.as_tensor([s[key] for s in samples]) for key in samples[0]}
+
+
+class EpochLoader:
+    """An endless batch loader cut into epochs of ``len(self)`` batches; the stream continues across epochs."""
+
+    def __init__(self, loader: DataLoader, iters_per_epoch: int):
+        self.loader = loader
+        self.iters_per_epoch = iters_per_epoch
+        self._batches: Iterator | None = None
+
+    def __len__(self) -> int:
+        return self.iters_per_epoch
+
+    def set_first_epoch(self, epoch: int) -> None:
+        """The epoch the run starts at (after a resume); it enters the workers' seeds. Call before iterating."""
+        if self._batches is not None:
+            raise RuntimeError("set_first_epoch must come before the first batch")
+        self.loader.dataset.pipeline[0].first_epoch = epoch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self._batches is None:
+            self._batches = iter(self.loader)
+        for _ in range(self.iters_per_epoch):
+            yield next(self._batches)
+
+
+# --------------------------------------------------------------------------------------------- transforms
+
+
+def build_img_transform(is_train: bool, img_aug: DictConfig) -> Callable:
+    """PIL image -> normalised float tensor [3, img_size, img_size].
+
+    Train with ``deit_aug``: timm's DeiT recipe (random-resized crop, flip, RandAugment, random erasing; no
+    colour jitter, as timm drops it when RandAugment is on). Validation: resize the short side to
+    ``int(256 / 224 * img_size)``, center crop, normalise.
+    """
+    size = img_aug.img_size
+    if is_train and img_aug.deit_aug:
+        return create_transform(size, is_training=True, color_jitter=img_aug.color_jitter,
+                                auto_augment=img_aug.auto_augment, interpolation=img_aug.interpolation,
+                                re_prob=img_aug.re_prob, re_mode=img_aug.re_mode, re_count=img_aug.re_count)
+    interpolation = transforms.InterpolationMode(img_aug.interpolation)
+    if is_train:
+        head = [transforms.RandomResizedCrop(size, scale=tuple(img_aug.img_scale), interpolation=interpolation),
+                transforms.RandomHorizontalFlip()]
+    else:
+        head = [transforms.Resize(int(256 / 224 * size), interpolation=interpolation), transforms.CenterCrop(size)]
+    return transforms.Compose([*head, transforms.ToTensor(),
+                               transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)])
+
+
+def build_text_transform(is_train: bool, text_aug: DictConfig) -> Callable[[str], torch.Tensor]:
+    """Caption -> LongTensor [77], or [1 + multi_label, 77] for training with ``multi_label > 0``."""
+    tokenize = Tokenize(max_seq_len=text_aug.max_seq_len)
+    if is_train and text_aug.multi_label > 0:
+        return WordAugTokenizeWrapper(tokenize, max_word=text_aug.multi_label, word_type=text_aug.word_type,
+                                      tagger=text_aug.get("tagger", "auto"))
+    return tokenize
+
+
+# --------------------------------------------------------------------------------------------- loaders
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader worker init: seed python's and numpy's global RNGs (RandAugment, word prompts) per worker."""
+    info = get_worker_info()
+    seed = info.dataset.pipeline[0].worker_seed(worker_id, info.num_workers)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def _dataloader(stream: ShardStream, batch_size: int, partial: bool, data_cfg: DictConfig,
+                pin_memory: bool) -> DataLoader:
+    num_workers = min(data_cfg.num_workers, len(stream.shards))
+    batches = wds.DataPipeline(stream, wds.batched(batch_size, collation_fn=collate, partial=partial))
+    return DataLoader(batches, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                      worker_init_fn=_seed_worker if num_workers else None)
+
+
+def build_train_loader(data_cfg: DictConfig, rank: int = 0, world_size: int = 1,
+                       pin_memory: bool = False) -> EpochLoader:
+    """The endless image-caption loader, cut into epochs; batches {'image': [B,3,H,W], 'text': [B,(1+M,)77]}."""
+    shards = expand_shards(data_cfg, data_cfg.dataset.train, "img_txt_pair")
+    if not shards:
+        raise UserError("data.dataset.train names no dataset")
+    if len(shards) < world_size:
+        raise UserError(f"{len(shards)} training shards cannot feed {world_size} processes: every process needs "
+                        "at least one shard")
+    for name in data_cfg.dataset.train:
+        meta = data_cfg.dataset.meta[name]
+        check_sample_keys(next(braceexpand.braceexpand(os.path.join(meta.path, meta.prefix))), "img_txt_pair")
+    stream = ShardStream(shards, rank, world_size, {"image": IMAGE_KEYS, "text": TEXT_KEYS},
+                         {"image": build_img_transform(True, data_cfg.img_aug),
+                          "text": build_text_transform(True, data_cfg.text_aug)},
+                         repeat=True, shuffle_buffer=data_cfg.shuffle_buffer, seed=data_cfg.seed)
+    total = sum(data_cfg.dataset.meta[name].length for name in data_cfg.dataset.train)
+    iters_per_epoch = max(1, total // (data_cfg.batch_size * world_size))
+    loader = _dataloader(stream, data_cfg.batch_size, False, data_cfg, pin_memory)
+    return EpochLoader(loader, iters_per_epoch)
+
+
+def build_val_loader(data_cfg: DictConfig, rank: int = 0, world_size: int = 1, pin_memory: bool = False,
+                     missing_ok: bool = False) -> DataLoader | None:
+    """The zero-shot classification loader over every image once; batches {'image', 'target' [B]}.
+
+    With ``missing_ok``, None when no val shard exists at all (the caller reports and skips the evaluation).
+    """
+    shards = expand_shards(data_cfg, data_cfg.dataset.val, "img_cls_pair", missing_ok=missing_ok)
+    if not shards:
+        if missing_ok:
+            return None
+        raise UserError("data.dataset.val names no dataset")
+    check_sample_keys(shards[0], "img_cls_pair")
+    stream = ShardStream(shards, rank, world_size, {"image": IMAGE_KEYS, "target": LABEL_KEYS},
+                         {"image": build_img_transform(False, data_cfg.img_aug)}, repeat=False)
+    return _dataloader(stream, data_cfg.batch_size, True, data_cfg, pin_memory)
+

@@ -1,0 +1,33 @@
+"""AdamW with the reference's two parameter groups (spec 6.6)."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from utils.errors import UserError
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """[decay group, no-decay group]: 1-D tensors and '.bias' names get no weight decay, everything else does.
+
+    The 0-dim logit scales are therefore decayed (len(shape) is 0, not 1), as in the reference; so are
+    pos_embed, group_tokens, token/positional embeddings and every weight matrix. Frozen parameters are left out.
+    """
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim == 1 or name.endswith(".bias") else decay).append(param)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(train_cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW at ``train.base_lr`` (already scaled to the global batch) with ``train.weight_decay``."""
+    name = train_cfg.optimizer.name
+    if name != "adamw":
+        raise UserError(f"train.optimizer.name: only 'adamw' is supported, not {name!r}")
+    return torch.optim.AdamW(param_groups(model, train_cfg.weight_decay), lr=train_cfg.base_lr,
+                             betas=tuple(train_cfg.optimizer.betas), eps=train_cfg.optimizer.eps,
+                             weight_decay=train_cfg.weight_decay)
