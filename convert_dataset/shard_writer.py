@@ -1,0 +1,121 @@
+"""Atomic outputs for the conversion tools: no file appears under its final name before it is complete.
+
+``ShardWriter`` writes webdataset samples into numbered tar shards (``pattern % index``). Each shard is written to a
+hidden temporary file next to it (``.<name>.partial``), flushed to disk, and only then renamed to its final name.
+An exception (Ctrl-C included) deletes the unfinished temporary file; a killed process can leave one behind, but
+never a truncated ``.tar`` under a name the training configs match. ``atomic_output`` does the same for one file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import webdataset as wds
+
+from utils.errors import UserError
+
+
+def partial_path(final: Path) -> Path:
+    """The temporary name a file is written under before it is renamed to ``final``."""
+    return final.with_name(f".{final.name}.partial")
+
+
+def _sync(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+@contextmanager
+def atomic_output(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path for ``final``: renamed to ``final`` if the block succeeds, deleted if it fails."""
+    final = Path(final)
+    tmp = partial_path(final)
+    try:
+        yield tmp
+        _sync(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, final)
+
+
+class ShardWriter:
+    """Write samples (``{'__key__': ..., 'jpg': bytes, 'text': str | 'cls': int}``) into numbered tar shards.
+
+    A new shard starts when the current one holds ``maxcount`` samples or ``maxsize`` bytes, or after
+    ``next_shard()``. Use it as a context manager: a normal exit completes the last shard, an exception discards it.
+    Refuses to start when the folder already holds shards matching ``pattern`` (they would be mixed with new ones).
+    """
+
+    def __init__(self, pattern: str | Path, maxcount: int | None = None, maxsize: float | None = None) -> None:
+        self.pattern = Path(pattern)
+        self.maxcount = maxcount
+        self.maxsize = maxsize
+        self.shards: list[Path] = []  # completed shards, in order
+        self.total = 0
+        self._file: IO[bytes] | None = None
+        self._tar: wds.TarWriter | None = None
+        self._count = 0
+        self._size = 0
+        folder = self.pattern.parent
+        existing = sorted(folder.glob(re.sub(r"%0?\d*d", "*", self.pattern.name))) if folder.is_dir() else []
+        if existing:
+            raise UserError(
+                f"{folder} already holds {len(existing)} shard(s) like {existing[0].name}; "
+                "remove them or write to another folder"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def _final_path(self) -> Path:
+        return self.pattern.with_name(self.pattern.name % len(self.shards))
+
+    def write(self, sample: dict[str, Any]) -> None:
+        if self._tar is not None and (
+            (self.maxcount is not None and self._count >= self.maxcount)
+            or (self.maxsize is not None and self._size >= self.maxsize)
+        ):
+            self.next_shard()
+        if self._tar is None:
+            self._file = open(partial_path(self._final_path()), "wb")  # closed by next_shard/abort
+            self._tar = wds.TarWriter(self._file)
+            self._count = self._size = 0
+        self._size += self._tar.write(sample)
+        self._count += 1
+        self.total += 1
+
+    def next_shard(self) -> None:
+        """Complete the current shard (if any samples went into it); the next sample starts a new one."""
+        if self._tar is None or self._file is None:
+            return
+        self._tar.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        final = self._final_path()
+        os.replace(partial_path(final), final)
+        self.shards.append(final)
+        self._tar = self._file = None
+
+    def abort(self) -> None:
+        """Discard the shard being written; completed shards stay."""
+        if self._tar is not None and self._file is not None:
+            with contextlib.suppress(Exception):  # the file is deleted anyway; keep the error that caused the abort
+                self._tar.close()
+            self._file.close()
+            partial_path(self._final_path()).unlink(missing_ok=True)
+        self._tar = self._file = None
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            self.next_shard()
+        else:
+            self.abort()
