@@ -1,0 +1,112 @@
+"""Zero-shot segmentation of one image with a GroupViT checkpoint, written as visualisations.
+
+    python demo/demo_seg.py --resume group_vit_gcc_yfcc_30e-879422e0.pth --input demo/examples/coffee.jpg
+    python demo/demo_seg.py --cfg configs/group_vit_gcc_yfcc_30e.yml --resume CKPT.pth --dataset context \
+        --input IMG.jpg --vis input_pred_label final_group --output_dir demo/output
+    python demo/demo_seg.py --resume CKPT.pth --input IMG.jpg --vocab cup saucer spoon --vocab-only
+
+Classes: the --dataset's (voc, context or coco), plus the --vocab names; with --vocab-only just background
+and the --vocab names. The whole resized image is processed at once (test_cfg.mode=whole; another mode can be
+set with --opts "evaluate.seg.opts=[test_cfg.mode=slide]"). Without --cfg the model config stored in the
+checkpoint is used (with configs/default.yml for everything else). Files: <output_dir>/vis_imgs/<mode>/<image
+name>.png. Runs on CUDA when available, else on CPU (--device chooses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # demo/ is not a package: import the project's packages from the repository root
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from datasets import Tokenize  # noqa: E402
+from segmentation.datasets import (  # noqa: E402
+    COCOObjectDataset,
+    GroupViTPascalContextDataset,
+    GroupViTPascalVOCDataset,
+    with_vocab,
+)
+from segmentation.evaluation import build_seg_inference, load_seg_config  # noqa: E402
+from segmentation.inference import read_image, segment_image  # noqa: E402
+from segmentation.runtime import experiment_config, load_eval_model  # noqa: E402
+from segmentation.vis import VIS_MODES, check_palette_png, check_vis_modes, visualize_sample  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+
+_DATASET_CFGS = ROOT / "segmentation" / "configs" / "_base_" / "datasets"
+DATASETS = {  # --dataset: (dataset config, class names and colours)
+    "voc": (_DATASET_CFGS / "pascal_voc12.py", GroupViTPascalVOCDataset.METAINFO),
+    "context": (_DATASET_CFGS / "pascal_context.py", GroupViTPascalContextDataset.METAINFO),
+    "coco": (_DATASET_CFGS / "coco.py", COCOObjectDataset.METAINFO),
+}
+DEFAULT_CFG = ROOT / "configs" / "default.yml"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="GroupViT zero-shot segmentation demo")
+    parser.add_argument("--cfg", metavar="FILE",
+                        help="experiment config (.yml); default: configs/default.yml with the checkpoint's model")
+    parser.add_argument("--opts", nargs="+", default=None, help="config overrides, key=value pairs")
+    parser.add_argument("--resume", required=True, help="checkpoint path or URL")
+    parser.add_argument("--vis", nargs="+", default=["input_pred_label", "final_group"], metavar="MODE",
+                        help=f"visualisations to write (default: input_pred_label final_group): {', '.join(VIS_MODES)}")
+    parser.add_argument("--device", help="torch device (default: cuda:0 when available, else cpu)")
+    parser.add_argument("--dataset", default="voc", choices=list(DATASETS), help="class names to segment with")
+    parser.add_argument("--input", required=True, help="image file")
+    parser.add_argument("--output_dir", default="demo/output", help="output folder (default demo/output)")
+    parser.add_argument("--vocab", nargs="+", metavar="NAME",
+                        help="extra class names (open vocabulary); values may be comma-separated lists")
+    parser.add_argument("--vocab-only", action="store_true", help="segment with background and the --vocab names only")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    return parser.parse_args(argv)
+
+
+def pick_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"unknown --device {name!r}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available here (use --device cpu)")
+    return device
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    args = parse_args(argv)
+    modes = check_vis_modes(args.vis)
+    if args.vocab_only and not args.vocab:
+        raise UserError("--vocab-only needs class names with --vocab")
+    img = read_image(args.input)
+    device = pick_device(args.device)
+    args.cfg = args.cfg or str(DEFAULT_CFG)
+    dataset_cfg, meta = DATASETS[args.dataset]
+    meta = with_vocab(meta, args.vocab, args.vocab_only) if args.vocab else meta
+    if "pred" in modes:
+        check_palette_png(len(meta["classes"]))
+
+    cfg = experiment_config(args)
+    model, cfg = load_eval_model(cfg, cfg.checkpoint.resume, device)
+    seg_cfg = load_seg_config(dataset_cfg, ["test_cfg.mode=whole", *cfg.evaluate.seg.opts])
+    seg_model = build_seg_inference(model, meta, Tokenize(), seg_cfg, cfg.evaluate.seg.template)
+    inputs, sample = segment_image(seg_model, seg_cfg, img)
+
+    label = sample.pred_sem_seg.data[0].cpu().numpy()
+    ids, counts = np.unique(label, return_counts=True)
+    found = ", ".join(f"{seg_model.classes[i]} {100 * n / label.size:.1f}%" for i, n in zip(ids, counts, strict=True))
+    print(f"{args.input}: {found}")
+    out_dir = Path(args.output_dir) / "vis_imgs"
+    written = visualize_sample(seg_model, inputs, sample, modes, out_dir, Path(args.input).stem)
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+if __name__ == "__main__":
+    run_cli(main)

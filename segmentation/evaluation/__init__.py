@@ -1,0 +1,17 @@
+"""Zero-shot segmentation evaluation: the segmentor, its builders and the mIoU loop."""
+
+from .builder import build_image_pipeline, build_seg_dataloader, build_seg_dataset, build_seg_inference, load_seg_config
+from .evaluate import SegResults, evaluate_seg, validate_seg
+from .group_vit_seg import GroupViTSegInference
+
+__all__ = [
+    "GroupViTSegInference",
+    "SegResults",
+    "build_image_pipeline",
+    "build_seg_dataloader",
+    "build_seg_dataset",
+    "build_seg_inference",
+    "evaluate_seg",
+    "load_seg_config",
+    "validate_seg",
+]
