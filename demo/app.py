@@ -1,0 +1,287 @@
+"""GroupViT web demo (Gradio): zero-shot segmentation of an image with a vocabulary of your choice.
+
+    python demo/app.py --resume group_vit_gcc_yfcc_30e-879422e0.pth          # then open http://127.0.0.1:7860
+    python demo/app.py --resume CKPT.pth --device cpu --port 8080 --host 0.0.0.0
+    python demo/app.py                                                         # random weights (a warning says so)
+
+The page takes an image (an upload or a bundled example), comma-separated class names (or a VOC, Context or
+COCO preset), an optional background threshold and the pictures to show; it shows ``input_pred_label``,
+``final_group``, ``all_groups`` and a table of the classes found with their pixel shares. The whole image is
+processed at once, as in ``demo/demo_seg.py``. Images with a side longer than 4096 pixels are downscaled to
+4096; images over 100 megapixels are refused. Bad input is explained in the page. Nothing leaves the machine:
+no analytics, no share link, no fonts or scripts from the internet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no telemetry, no version check
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # demo/ is not a package: import the project's packages from the repository root
+
+import cv2  # noqa: E402
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+from PIL import Image, UnidentifiedImageError  # noqa: E402
+
+from datasets import Tokenize  # noqa: E402
+from demo.demo_seg import DATASETS, DEFAULT_CFG, pick_device  # noqa: E402
+from models import build_model  # noqa: E402
+from segmentation.app_support import ImageSegmentation, segment_array  # noqa: E402
+from segmentation.datasets import parse_vocab, with_vocab  # noqa: E402
+from segmentation.datasets.vocab import BACKGROUND  # noqa: E402
+from segmentation.evaluation import GroupViTSegInference, build_seg_inference, load_seg_config  # noqa: E402
+from segmentation.inference import read_image  # noqa: E402
+from segmentation.runtime import experiment_config, load_eval_model  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+
+log = logging.getLogger("groupvit.app")
+
+OUTPUT_MODES = ("input_pred_label", "final_group", "all_groups")
+PRESETS = {"VOC": "voc", "Context": "context", "COCO": "coco"}  # button label: demo_seg dataset
+EXAMPLES = [ROOT / "demo" / "examples" / name for name in ("coffee.jpg", "astronaut.jpg", "chelsea.jpg")]
+RANDOM_WEIGHTS_CFG = ROOT / "configs" / "group_vit_gcc_yfcc_30e.yml"  # the model built without --resume
+MAX_SIDE = 4096  # a longer side is downscaled to this
+MAX_PIXELS = 100_000_000  # larger images are refused before decoding
+MAX_UPLOAD = "50mb"  # Gradio refuses bigger uploads in the page
+SEGMENTOR_CACHE = 4  # vocabularies whose text embeddings are kept
+RANDOM_WARNING = ("**Warning: no checkpoint was given (`--resume`), so the weights are random and the "
+                  "segmentations mean nothing.** Restart with `--resume CHECKPOINT`.")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="GroupViT zero-shot segmentation web demo")
+    parser.add_argument("--resume", help="checkpoint path or URL (without it the weights are random)")
+    parser.add_argument("--cfg", metavar="FILE", help="experiment config (.yml); default: configs/default.yml "
+                        "with the checkpoint's model, or configs/group_vit_gcc_yfcc_30e.yml without --resume")
+    parser.add_argument("--opts", nargs="+", default=None, help="config overrides, key=value pairs")
+    parser.add_argument("--device", help="torch device (default: cuda:0 when available, else cpu)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    return parser.parse_args(argv)
+
+
+def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, DictConfig, bool]:
+    """The model in eval mode, its config, and whether its weights are random (no ``--resume``)."""
+    device = pick_device(args.device)
+    if args.resume:
+        cfg = experiment_config(argparse.Namespace(cfg=args.cfg or str(DEFAULT_CFG), opts=args.opts,
+                                                   resume=args.resume))
+        model, cfg = load_eval_model(cfg, cfg.checkpoint.resume, device)
+        return model, cfg, False
+    cfg = experiment_config(argparse.Namespace(cfg=args.cfg or str(RANDOM_WEIGHTS_CFG), opts=args.opts))
+    if "model" not in cfg:
+        raise UserError(f"{args.cfg} has no model section: without --resume the model is built from --cfg")
+    torch.manual_seed(0)
+    return build_model(cfg.model).to(device).eval(), cfg, True
+
+
+def preset_vocabulary(dataset: str) -> str:
+    """A dataset's class names (background excepted), comma-separated, for the vocabulary box."""
+    return ", ".join(DATASETS[dataset][1]["classes"][1:])
+
+
+def resolve_vocabulary(text: str) -> tuple[str, dict[str, list]]:
+    """The dataset whose config (test pipeline, background threshold) and colours to use, and the classes.
+
+    A vocabulary holding the whole class list of a preset keeps that dataset's order and colours (the largest
+    such preset wins); any other is background plus the names, with the VOC config and generated colours.
+    """
+    names = [n for n in parse_vocab([text or ""]) if n.lower() != BACKGROUND]
+    if not names:
+        raise UserError("the vocabulary is empty: type class names separated by commas (e.g. 'cup, saucer, "
+                        "spoon') or pick a preset")
+    given = {n.lower() for n in names}
+    for dataset, (_, meta) in sorted(DATASETS.items(), key=lambda item: -len(item[1][1]["classes"])):
+        if {c.lower() for c in meta["classes"][1:]} <= given:
+            return dataset, with_vocab(meta, names)
+    return "voc", with_vocab(DATASETS["voc"][1], names, vocab_only=True)
+
+
+def check_threshold(value: float | str | None) -> float | None:
+    """The background threshold in [0, 1], or None (empty: the dataset config's)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        thresh = float(value)
+    except ValueError:
+        raise UserError(f"the background threshold must be a number between 0 and 1, not {value!r}") from None
+    if not 0 <= thresh <= 1:
+        raise UserError(f"the background threshold must be between 0 and 1, not {thresh:g}")
+    return thresh
+
+
+def load_upload(path: str | Path | None) -> tuple[np.ndarray, str]:
+    """The image as uint8 BGR (as the CLI demo reads it), downscaled to MAX_SIDE, and a note on the resize."""
+    if not path:
+        raise UserError("no image: upload one or pick an example below the upload box")
+    name = Path(path).name
+    not_an_image = UserError(f"`{name}` is not an image that can be read: upload a JPEG, PNG, WebP, BMP or TIFF file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
+            with Image.open(path) as probe:  # reads the header only
+                width, height = probe.size
+    except Image.DecompressionBombError:
+        width = height = MAX_PIXELS  # far too many pixels: refused below
+    except (UnidentifiedImageError, OSError):
+        raise not_an_image from None
+    if width * height > MAX_PIXELS:
+        raise UserError(f"`{name}` is too large ({width}×{height} pixels): at most {MAX_PIXELS // 10**6} megapixels")
+    try:
+        img = read_image(path)
+    except UserError:
+        raise not_an_image from None
+    height, width = img.shape[:2]
+    if max(height, width) <= MAX_SIDE:
+        return img, ""
+    scale = MAX_SIDE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    return img, f"downscaled from {width}×{height} to {size[0]}×{size[1]} pixels (longest side at most {MAX_SIDE})"
+
+
+class Segmenter:
+    """The model, loaded once, with the segmentors of the last few vocabularies; one image at a time."""
+
+    def __init__(self, model: torch.nn.Module, cfg: DictConfig, random_weights: bool = False):
+        self.model, self.cfg, self.random_weights = model, cfg, random_weights
+        self._segmentors: OrderedDict[tuple, tuple[GroupViTSegInference, Config]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _segmentor(self, dataset: str, meta: dict[str, list]) -> tuple[GroupViTSegInference, Config]:
+        key = (dataset, tuple(meta["classes"]))
+        if key not in self._segmentors:
+            seg_cfg = load_seg_config(DATASETS[dataset][0], ["test_cfg.mode=whole", *self.cfg.evaluate.seg.opts])
+            seg_model = build_seg_inference(self.model, meta, Tokenize(), seg_cfg, self.cfg.evaluate.seg.template)
+            self._segmentors[key] = seg_model, seg_cfg
+            while len(self._segmentors) > SEGMENTOR_CACHE:
+                self._segmentors.popitem(last=False)
+        self._segmentors.move_to_end(key)
+        return self._segmentors[key]
+
+    def segment(self, img: np.ndarray, vocabulary: str, bg_thresh: float | None,
+                modes: Sequence[str]) -> ImageSegmentation:
+        """Segment a BGR image with the comma-separated ``vocabulary``; ``bg_thresh`` None: the config's."""
+        dataset, meta = resolve_vocabulary(vocabulary)
+        with self._lock:
+            seg_model, seg_cfg = self._segmentor(dataset, meta)
+            seg_model.bg_thresh = float(seg_cfg.test_cfg.bg_thresh) if bg_thresh is None else bg_thresh
+            return segment_array(seg_model, seg_cfg, img, modes)
+
+
+@dataclass(frozen=True)
+class PageResult:
+    """What the page shows: a Markdown message, the pictures per mode and the (class, share) table rows."""
+
+    message: str
+    pictures: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    table: list[list[str]] = field(default_factory=list)
+
+
+def segment_page(segmenter: Segmenter, image_path: str | Path | None, vocabulary: str,
+                 bg_thresh: float | str | None, show: Sequence[str]) -> PageResult:
+    """The page's work, without Gradio: every problem becomes a message, never an exception."""
+    try:
+        img, note = load_upload(image_path)
+        thresh = check_threshold(bg_thresh)
+        result = segmenter.segment(img, vocabulary, thresh, [m for m in OUTPUT_MODES if m in show])
+    except UserError as e:
+        return PageResult(f"**Error:** {e}")
+    except Exception:  # a bug, not the user's fault: keep serving, leave the traceback to the server log
+        log.exception("segmentation failed")
+        return PageResult("**Error:** the segmentation failed unexpectedly; the server log has the details.")
+    shares = result.shares()
+    height, width = result.label.shape
+    lines = [f"Segmented a {width}×{height} image into {len(shares)} of {len(result.classes)} classes."]
+    if note:
+        lines.append(f"The image was {note}.")
+    if segmenter.random_weights:
+        lines.append("The weights are random: the classes found mean nothing.")
+    return PageResult(" ".join(lines), result.pictures, [[name, f"{100 * share:.1f}%"] for name, share in shares])
+
+
+def build_page(segmenter: Segmenter) -> gr.Blocks:
+    """The Gradio page; its callback is ``segment_page``."""
+    with gr.Blocks(title="GroupViT zero-shot segmentation", analytics_enabled=False) as page:
+        gr.Markdown("# GroupViT: zero-shot semantic segmentation\nUpload an image, name the classes to look for, "
+                    "and see which pixels GroupViT groups together and how it names the groups.")
+        gr.Markdown(RANDOM_WARNING, visible=segmenter.random_weights, elem_id="weights-warning")
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"],
+                                 elem_id="input-image")
+                gr.Examples([[str(path)] for path in EXAMPLES], inputs=[image], label="Examples", elem_id="examples")
+            with gr.Column():
+                vocabulary = gr.Textbox(label="Vocabulary", lines=3, elem_id="vocab",
+                                        placeholder="class names separated by commas, e.g. cup, saucer, spoon")
+                with gr.Row():
+                    presets = [(gr.Button(f"{label} classes", size="sm"), dataset)
+                               for label, dataset in PRESETS.items()]
+                bg_thresh = gr.Textbox(label="Background threshold (optional)", elem_id="bg-thresh",
+                                       placeholder="0 to 1; empty: the dataset config's (0.95; Context 0.35)")
+                show = gr.CheckboxGroup(list(OUTPUT_MODES), value=list(OUTPUT_MODES), label="Show")
+                submit = gr.Button("Segment", variant="primary", elem_id="submit")
+        status = gr.Markdown(elem_id="status")
+        with gr.Row():
+            label_pic = gr.Image(label="input_pred_label", format="png", interactive=False, elem_id="out-label")
+            final_pic = gr.Image(label="final_group", format="png", interactive=False, elem_id="out-final")
+        groups = gr.Gallery(label="all_groups (one picture per grouping stage)", format="png", columns=2,
+                            elem_id="out-groups")
+        table = gr.Dataframe(headers=["class", "pixel share"], datatype=["str", "str"], interactive=False,
+                             label="Classes found", elem_id="class-table")
+
+        for button, dataset in presets:
+            button.click(lambda dataset=dataset: preset_vocabulary(dataset), outputs=vocabulary, queue=False)
+
+        def on_submit(upload: dict[str, Any] | None, vocab: str, thresh: str | None,
+                      modes: list[str] | None) -> tuple[Any, ...]:
+            # preprocess=False: the upload arrives as Gradio's file record (its path checked to lie in Gradio's
+            # upload folder), so that a file that is no image reaches segment_page instead of failing in Gradio
+            modes = modes or []
+            result = segment_page(segmenter, (upload or {}).get("path"), vocab, thresh, modes)
+            pictures = result.pictures
+            stages = [(pic, f"stage {k + 1}") for k, pic in enumerate(pictures.get("all_groups", []))]
+            return (result.message,
+                    gr.update(value=pictures.get("input_pred_label", [None])[0], visible="input_pred_label" in modes),
+                    gr.update(value=pictures.get("final_group", [None])[0], visible="final_group" in modes),
+                    gr.update(value=stages, visible="all_groups" in modes),
+                    result.table or None)
+
+        submit.click(on_submit, inputs=[image, vocabulary, bg_thresh, show],
+                     outputs=[status, label_pic, final_pic, groups, table], preprocess=False, concurrency_limit=1)
+    return page
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    model, cfg, random_weights = load_model(args)
+    if random_weights:
+        log.warning("no --resume: the weights are random, the page says so")
+    page = build_page(Segmenter(model, cfg, random_weights))
+    try:
+        page.launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False,
+                    max_file_size=MAX_UPLOAD, show_error=False, run_history=False)
+    except OSError as e:  # the port is taken, or the address is not this machine's
+        raise UserError(f"cannot serve on {args.host}:{args.port}: {e}") from None
+
+
+if __name__ == "__main__":
+    run_cli(main)
