@@ -22,8 +22,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from datasets.builder import build_train_loader, build_val_loader
 from models import build_model
-from utils.checkpoint import auto_resume_helper, load_checkpoint, load_model_state
-from utils.cli import run_cli
+from utils.checkpoint import auto_resume_helper, load_checkpoint, load_model_state, remove_partial_saves
+from utils.cli import make_output_dir, run_cli
 from utils.config import get_config
 from utils.distributed import get_rank, get_world_size, init_distributed, is_dist
 from utils.errors import UserError
@@ -31,6 +31,7 @@ from utils.logger import get_logger
 from utils.lr_scheduler import build_scheduler
 from utils.optimizer import build_optimizer
 from utils.training import (
+    NonFiniteGuard,
     Reporter,
     resolve_precision,
     resume_training,
@@ -72,18 +73,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         scale_learning_rates(cfg, get_world_size())
         set_random_seed(cfg.seed + get_rank())
         torch.backends.cudnn.benchmark = device.type == "cuda"
-        Path(cfg.output).mkdir(parents=True, exist_ok=True)
+        make_output_dir(cfg.output)
         logger = get_logger(cfg.output)
-        if get_rank() == 0:
-            container = OmegaConf.to_container(cfg, resolve=True)
-            container.pop("_base_", None)  # the saved file stands alone
-            OmegaConf.save(OmegaConf.create(container), Path(cfg.output) / "config.yml")
         logger.info(f"{'evaluating' if cfg.evaluate.eval_only else 'training'} {cfg.model_name} on {device} "
                     f"(world size {get_world_size()}); full config in {Path(cfg.output) / 'config.yml'}")
         return evaluate(cfg, device, logger) if cfg.evaluate.eval_only else train(cfg, device, logger)
     finally:
         if owns_group and is_dist():
             dist.destroy_process_group()
+
+
+def save_run_config(cfg: DictConfig) -> None:
+    """``<output>/config.yml``: the resolved run config (rank 0), written once the run's inputs have loaded."""
+    if get_rank() == 0:
+        container = OmegaConf.to_container(cfg, resolve=True)
+        container.pop("_base_", None)  # the saved file stands alone
+        OmegaConf.save(OmegaConf.create(container), Path(cfg.output) / "config.yml")
 
 
 def evaluate(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> dict[str, float]:
@@ -95,6 +100,7 @@ def evaluate(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> d
     loader = build_val_loader(cfg.data, get_rank(), get_world_size(), pin_memory=pin)
     model = build_model(cfg.model).to(device)
     load_model_state(model, load_checkpoint(resume)["model"])
+    save_run_config(cfg)
     precision = resolve_precision(cfg.train, device)
     metrics = validate_cls(cfg, model, loader, precision, device)
     logger.info(f"Accuracy of {resume} on the {metrics['num_images']} test images: top-1 {metrics['acc1']:.2f}%  "
@@ -104,6 +110,7 @@ def evaluate(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> d
 
 def train(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> dict[str, float]:
     rank, world_size = get_rank(), get_world_size()
+    guard = NonFiniteGuard(cfg.train.max_nonfinite_steps)
     pin = cfg.data.pin_memory and device.type == "cuda"
     train_loader = build_train_loader(cfg.data, rank, world_size, pin_memory=pin)
     val_loader = None
@@ -127,6 +134,8 @@ def train(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> dict
     logger.info(f"precision {precision.name}; {len(train_loader)} iterations per epoch; lr {cfg.train.base_lr:.3g} "
                 f"(warmup {cfg.train.warmup_lr:.3g}, min {cfg.train.min_lr:.3g})")
 
+    if rank == 0 and (partial := remove_partial_saves(cfg.output)):
+        logger.info(f"removed {len(partial)} incomplete checkpoint file(s) of an interrupted run, e.g. {partial[0]}")
     resume = cfg.checkpoint.resume
     if cfg.checkpoint.auto_resume and (found := auto_resume_helper(cfg.output)):
         if resume and resume != found:
@@ -135,27 +144,34 @@ def train(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> dict
     start_epoch, metrics = cfg.train.start_epoch, {"max_accuracy": 0.0, "max_miou": 0.0}
     if resume:
         start_epoch, metrics = resume_training(resume, model, optimizer, scheduler, scaler, logger)
+        guard.last_checkpoint = resume
     train_loader.set_first_epoch(start_epoch)
+    save_run_config(cfg)
 
     reporter = Reporter(cfg, logger) if rank == 0 else None
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
             train_one_epoch(cfg, model, train_loader, optimizer, scheduler, scaler, precision, epoch, device, logger,
-                            reporter)
+                            guard, reporter)
             results, best = {}, []
             if epoch % cfg.evaluate.eval_freq == 0 or epoch == cfg.train.epochs - 1:
                 results, best, run_seg = validate_epoch(cfg, model, val_loader, run_seg, metrics, precision, device,
                                                         logger)
-            if rank == 0:
-                if epoch % cfg.checkpoint.save_freq == 0 or epoch == cfg.train.epochs - 1 or best:
+            if epoch % cfg.checkpoint.save_freq == 0 or epoch == cfg.train.epochs - 1 or best:
+                saved = Path(cfg.output) / f"ckpt_epoch_{epoch}.pth"
+                if rank == 0:
                     state = training_state(model, optimizer, scheduler, scaler, epoch, metrics, cfg)
                     save_epoch_checkpoint(cfg.output, state, cfg.checkpoint.max_kept, best)
-                    logger.info(f"saved {Path(cfg.output) / f'ckpt_epoch_{epoch}.pth'}"
-                                + "".join(f" (best {m})" for m in best))
+                    logger.info(f"saved {saved}" + "".join(f" (best {m})" for m in best))
+                guard.last_checkpoint = str(saved)
+            if rank == 0:
                 scalars = {f"epoch/{k}": v for k, v in {**results, **metrics}.items() if k != "num_images"}
                 reporter.scalars(scalars, epoch)
             logger.info(f"epoch {epoch}: max accuracy {metrics['max_accuracy']:.2f}%, "
                         f"max mIoU {metrics['max_miou']:.2f}")
+    except UserError as e:  # e.g. too many bad samples or non-finite steps: the log says why the run stopped
+        logger.error(str(e))
+        raise
     finally:
         if reporter is not None:
             reporter.close()

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from segmentation.evaluation import evaluate_seg
 from segmentation.runtime import close_distributed, experiment_config, load_eval_model
 from segmentation.vis import VIS_MODES, check_vis_modes
-from utils.cli import run_cli
+from utils.cli import make_output_dir, run_cli
 from utils.config import cfg_to_dict
 from utils.distributed import get_rank, init_distributed
 from utils.logger import get_logger
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> float:
     vis_modes = check_vis_modes(cfg.vis)
     device = init_distributed()  # cuda:LOCAL_RANK or cpu; joins the process group under torchrun
     try:
-        output = Path(cfg.output)
+        output = make_output_dir(cfg.output)
         logger = get_logger(output)
         model, cfg = load_eval_model(cfg, cfg.checkpoint.resume, device)
         if get_rank() == 0:

@@ -43,7 +43,10 @@ def lookup_table() -> np.ndarray:
 
 def convert_file(src: Path, dst_dir: Path) -> Path:
     """Convert one label map; returns the written file."""
-    label = np.array(Image.open(src))
+    try:
+        label = np.array(Image.open(src))
+    except OSError as e:  # PIL's UnidentifiedImageError included
+        raise UserError(f"cannot read {src} as a label map: {' '.join(str(e).split())}") from None
     if label.ndim != 2:
         raise UserError(f"{src} is not a single-channel label map (shape {label.shape})")
     dst = dst_dir / f"{src.stem}_instanceTrainIds.png"

@@ -11,9 +11,17 @@ shards, reshuffled on every pass, and the loader cuts the stream into epochs of
 ``max(1, sum(length) // (batch_size * world))`` batches, so every rank runs the same number of steps. The
 validation stream reads each shard once: every image is evaluated exactly once, whatever the world size.
 
+Epochs: every epoch restarts the training stream with seeds derived from (``data.seed``, rank, worker, epoch),
+so an epoch's batches depend on nothing but its number: a run resumed at epoch N reads exactly what an
+uninterrupted run reads in epoch N. (Samples still in a worker's shuffle buffer at the end of an epoch are
+dropped; the next epoch reshuffles.)
+
 Samples: ``jpg``/``png``/``jpeg`` images with a ``txt``/``text`` caption (training) or a ``cls`` label
-(validation). A sample that fails to read, decode or transform is skipped with a warning and counted
-(``SkipCorrupt``); a whole pass over a worker's shards without one usable sample is an error.
+(validation). A bad sample (unreadable or truncated tar, missing image or caption, undecodable image, empty
+caption, failed transform) is skipped with a warning and counted (``SkipCorrupt``). The training loader reports
+the count per epoch and stops with a ``UserError`` when more than ``data.max_bad_fraction`` of the samples an epoch
+has read were bad (judged once it has read ``MIN_JUDGED_SAMPLES``, and at its end); a whole pass over a worker's
+shards without one usable sample is an error as well.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ import os
 import random
 import re
 import tarfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import braceexpand
@@ -35,6 +44,7 @@ from timm.data import create_transform
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision import transforms
+from webdataset.autodecode import DecodingError
 
 from utils.errors import UserError
 
@@ -48,6 +58,8 @@ TEXT_KEYS = "text;txt"
 LABEL_KEYS = "cls"
 _SAMPLE_KINDS = {"img_txt_pair": TEXT_KEYS, "img_cls_pair": LABEL_KEYS}  # meta type -> second key
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)[.]([^/]*)$")  # webdataset's split: key up to the first dot of the name
+MIN_JUDGED_SAMPLES = 1000  # an epoch's bad fraction is judged from this many samples on (and at the epoch's end)
+SKIPPED_KEY, ERROR_KEY = "__skipped__", "__error__"  # batch entries from the workers to the EpochLoader
 
 
 # --------------------------------------------------------------------------------------------- shards
@@ -77,6 +89,9 @@ def expand_shards(data_cfg: DictConfig, names: Sequence[str], kind: str, missing
         if missing and missing_ok and len(missing) == len(urls):
             logger.warning("dataset %r: no shard found (e.g. %s); skipped", name, missing[0])
             continue
+        if missing and meta.path and _is_local(meta.path) and not os.path.isdir(meta.path):
+            raise UserError(f"dataset {name!r}: its {len(urls)} shards do not exist: there is no data folder "
+                            f"{meta.path} (data.dataset.meta.{name}.path)")
         if missing:
             raise UserError(f"dataset {name!r}: {len(missing)} of {len(urls)} shards do not exist, e.g. {missing[0]} "
                             f"(data.dataset.meta.{name}.path / prefix)")
@@ -116,8 +131,8 @@ def split_shards(shards: Sequence[str], rank: int, world_size: int, worker: int 
 def worker_seed(base: int, rank: int, worker: int, num_workers: int, epoch: int = 0, world_size: int = 1) -> int:
     """Seed of one DataLoader worker whose stream starts at ``epoch``.
 
-    At epoch 0 this is the reference's ``num_workers * rank + worker_id + data.seed``; a run resumed at a later
-    epoch shifts it past every seed used before, so it does not replay the first epochs' random choices.
+    At epoch 0 this is the reference's ``num_workers * rank + worker_id + data.seed``; every later epoch shifts it
+    past every seed used before, so no epoch replays another's random choices.
     """
     return base + (epoch * world_size + rank) * num_workers + worker
 
@@ -130,19 +145,35 @@ class SkipCorrupt:
 
     def __call__(self, exn: Exception) -> bool:
         self.skipped += 1
-        where = next((a for a in exn.args if isinstance(a, str) and a.endswith(".tar")), "")
-        reason = " ".join(str(exn.args[0] if exn.args else exn).split())[:200]
-        logger.warning("skipped a corrupt sample%s (%d in this process so far): %s: %s",
-                       f" in {where}" if where else "", self.skipped, type(exn).__name__, reason)
+        if isinstance(exn, DecodingError):  # no message of its own: the decoder's exception is its cause
+            where = exn.url or ""
+            reason = f"{exn.key}.{exn.k}: {type(exn.__cause__).__name__}: {exn.__cause__}"
+        else:
+            where = next((a for a in exn.args if isinstance(a, str) and a.endswith(".tar")), "")
+            reason = f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}"
+        logger.warning("skipped a corrupt sample%s (%d in this process so far): %s",
+                       f" in {where}" if where else "", self.skipped, " ".join(reason.split())[:200])
         return True
+
+
+class RequireCaption:
+    """A caption transform that refuses empty captions (the loader then counts and skips the sample)."""
+
+    def __init__(self, transform: Callable[[str], torch.Tensor]):
+        self.transform = transform
+
+    def __call__(self, text: str) -> torch.Tensor:
+        if not text.strip():
+            raise ValueError("empty caption")
+        return self.transform(text)
 
 
 class ShardStream(IterableDataset):
     """Samples of this (rank, worker)'s shards, as dicts of transformed tensors.
 
     ``repeat``: cycle through the shards forever, reshuffling them (and, with ``shuffle_buffer`` > 0, the
-    samples) with the worker's seed; otherwise read each shard once, in order. ``first_epoch`` (set before the
-    first iteration) enters the seeds.
+    samples) with the worker's seed; otherwise read each shard once, in order. ``epoch`` (set before each
+    iteration) enters the seeds.
     """
 
     def __init__(self, shards: Sequence[str], rank: int, world_size: int, keys: dict[str, str],
@@ -152,11 +183,11 @@ class ShardStream(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.keys, self.transforms = keys, transforms_
         self.repeat, self.shuffle_buffer, self.seed = repeat, shuffle_buffer, seed
-        self.first_epoch = 0
+        self.epoch = 0
         self.handler = SkipCorrupt()
 
     def worker_seed(self, worker: int, num_workers: int) -> int:
-        return worker_seed(self.seed, self.rank, worker, num_workers, self.first_epoch, self.world_size)
+        return worker_seed(self.seed, self.rank, worker, num_workers, self.epoch, self.world_size)
 
     def _samples(self, urls: list[str], rng: random.Random) -> Iterator[dict[str, Any]]:
         samples = wds.tarfile_to_samples(handler=self.handler)(iter([{"url": u} for u in urls]))
@@ -191,28 +222,75 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
             else torch.as_tensor([s[key] for s in samples]) for key in samples[0]}
 
 
-class EpochLoader:
-    """An endless batch loader cut into epochs of ``len(self)`` batches; the stream continues across epochs."""
+class ReportSkips:
+    """Last stage of the training pipeline (in the worker): every batch carries the number of samples skipped since
+    the previous one (``SKIPPED_KEY``), and a ``UserError`` of the stream ends it as a ``{ERROR_KEY: message}`` batch,
+    so that the main process gets the one-line message (a DataLoader worker's exception comes with its traceback)."""
 
-    def __init__(self, loader: DataLoader, iters_per_epoch: int):
+    def __init__(self, handler: SkipCorrupt):
+        self.handler = handler
+
+    def __call__(self, batches: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        reported = self.handler.skipped
+        try:
+            for batch in batches:
+                batch[SKIPPED_KEY], reported = self.handler.skipped - reported, self.handler.skipped
+                yield batch
+        except UserError as e:
+            yield {ERROR_KEY: str(e)}
+
+
+@dataclass
+class SampleCounts:
+    """Samples an epoch has read in this process: delivered in batches, and skipped as bad."""
+
+    used: int = 0
+    skipped: int = 0
+
+    @property
+    def read(self) -> int:
+        return self.used + self.skipped
+
+    @property
+    def bad_fraction(self) -> float:
+        return self.skipped / self.read if self.read else 0.0
+
+
+class EpochLoader:
+    """The training batches in epochs of ``len(self)``: each iteration is one epoch, which restarts the stream with
+    that epoch's seeds (the first is 0, or ``set_first_epoch``'s). ``counts`` are the current (or last) epoch's."""
+
+    def __init__(self, loader: DataLoader, iters_per_epoch: int, max_bad_fraction: float):
         self.loader = loader
         self.iters_per_epoch = iters_per_epoch
-        self._batches: Iterator | None = None
+        self.max_bad_fraction = max_bad_fraction
+        self.epoch = 0
+        self.counts = SampleCounts()
 
     def __len__(self) -> int:
         return self.iters_per_epoch
 
     def set_first_epoch(self, epoch: int) -> None:
-        """The epoch the run starts at (after a resume); it enters the workers' seeds. Call before iterating."""
-        if self._batches is not None:
-            raise RuntimeError("set_first_epoch must come before the first batch")
-        self.loader.dataset.pipeline[0].first_epoch = epoch
+        """The epoch of the next iteration (e.g. after a resume); each iteration then advances it by one."""
+        self.epoch = epoch
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        if self._batches is None:
-            self._batches = iter(self.loader)
-        for _ in range(self.iters_per_epoch):
-            yield next(self._batches)
+        self.loader.dataset.pipeline[0].epoch = self.epoch
+        counts = self.counts = SampleCounts()
+        batches = iter(self.loader)
+        for index in range(self.iters_per_epoch):
+            batch = next(batches)
+            if ERROR_KEY in batch:
+                raise UserError(batch[ERROR_KEY])
+            counts.skipped += batch.pop(SKIPPED_KEY)
+            counts.used += len(batch["image"])
+            if counts.bad_fraction > self.max_bad_fraction and (
+                    index == self.iters_per_epoch - 1 or counts.read >= MIN_JUDGED_SAMPLES):
+                raise UserError(f"epoch {self.epoch}: {counts.skipped} of the {counts.read} samples read were bad "
+                                f"(skipped), more than data.max_bad_fraction={self.max_bad_fraction:g}; the warnings "
+                                "in the log name the broken shards")
+            yield batch
+        self.epoch += 1
 
 
 # --------------------------------------------------------------------------------------------- transforms
@@ -253,24 +331,29 @@ def build_text_transform(is_train: bool, text_aug: DictConfig) -> Callable[[str]
 
 
 def _seed_worker(worker_id: int) -> None:
-    """DataLoader worker init: seed python's and numpy's global RNGs (RandAugment, word prompts) per worker."""
+    """DataLoader worker init: seed python's, numpy's and torch's RNGs (augmentations, word prompts) per worker."""
     info = get_worker_info()
     seed = info.dataset.pipeline[0].worker_seed(worker_id, info.num_workers)
     random.seed(seed)
     np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
-def _dataloader(stream: ShardStream, batch_size: int, partial: bool, data_cfg: DictConfig,
-                pin_memory: bool) -> DataLoader:
+def _dataloader(stream: ShardStream, batch_size: int, partial: bool, data_cfg: DictConfig, pin_memory: bool,
+                *stages: Callable) -> DataLoader:
     num_workers = min(data_cfg.num_workers, len(stream.shards))
-    batches = wds.DataPipeline(stream, wds.batched(batch_size, collation_fn=collate, partial=partial))
+    batches = wds.DataPipeline(stream, wds.batched(batch_size, collation_fn=collate, partial=partial), *stages)
     return DataLoader(batches, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                       worker_init_fn=_seed_worker if num_workers else None)
 
 
 def build_train_loader(data_cfg: DictConfig, rank: int = 0, world_size: int = 1,
                        pin_memory: bool = False) -> EpochLoader:
-    """The endless image-caption loader, cut into epochs; batches {'image': [B,3,H,W], 'text': [B,(1+M,)77]}."""
+    """The image-caption loader, in epochs; batches {'image': [B,3,H,W], 'text': [B,(1+M,)77]}."""
+    max_bad_fraction = data_cfg.max_bad_fraction
+    if isinstance(max_bad_fraction, bool) or not isinstance(max_bad_fraction, int | float) or \
+            not 0 <= max_bad_fraction <= 1:
+        raise UserError(f"data.max_bad_fraction must be a number between 0 and 1, not {max_bad_fraction!r}")
     shards = expand_shards(data_cfg, data_cfg.dataset.train, "img_txt_pair")
     if not shards:
         raise UserError("data.dataset.train names no dataset")
@@ -282,12 +365,12 @@ def build_train_loader(data_cfg: DictConfig, rank: int = 0, world_size: int = 1,
         check_sample_keys(next(braceexpand.braceexpand(os.path.join(meta.path, meta.prefix))), "img_txt_pair")
     stream = ShardStream(shards, rank, world_size, {"image": IMAGE_KEYS, "text": TEXT_KEYS},
                          {"image": build_img_transform(True, data_cfg.img_aug),
-                          "text": build_text_transform(True, data_cfg.text_aug)},
+                          "text": RequireCaption(build_text_transform(True, data_cfg.text_aug))},
                          repeat=True, shuffle_buffer=data_cfg.shuffle_buffer, seed=data_cfg.seed)
     total = sum(data_cfg.dataset.meta[name].length for name in data_cfg.dataset.train)
     iters_per_epoch = max(1, total // (data_cfg.batch_size * world_size))
-    loader = _dataloader(stream, data_cfg.batch_size, False, data_cfg, pin_memory)
-    return EpochLoader(loader, iters_per_epoch)
+    loader = _dataloader(stream, data_cfg.batch_size, False, data_cfg, pin_memory, ReportSkips(stream.handler))
+    return EpochLoader(loader, iters_per_epoch, max_bad_fraction)
 
 
 def build_val_loader(data_cfg: DictConfig, rank: int = 0, world_size: int = 1, pin_memory: bool = False,

@@ -35,7 +35,7 @@ from segmentation.evaluation import build_seg_inference, load_seg_config  # noqa
 from segmentation.inference import read_image, segment_image  # noqa: E402
 from segmentation.runtime import experiment_config, load_eval_model  # noqa: E402
 from segmentation.vis import VIS_MODES, check_palette_png, check_vis_modes, visualize_sample  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
+from utils.cli import make_output_dir, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 _DATASET_CFGS = ROOT / "segmentation" / "configs" / "_base_" / "datasets"
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if args.vocab_only and not args.vocab:
         raise UserError("--vocab-only needs class names with --vocab")
     img = read_image(args.input)
+    out_dir = make_output_dir(args.output_dir) / "vis_imgs"
     device = pick_device(args.device)
     args.cfg = args.cfg or str(DEFAULT_CFG)
     dataset_cfg, meta = DATASETS[args.dataset]
@@ -101,7 +102,6 @@ def main(argv: list[str] | None = None) -> list[Path]:
     ids, counts = np.unique(label, return_counts=True)
     found = ", ".join(f"{seg_model.classes[i]} {100 * n / label.size:.1f}%" for i, n in zip(ids, counts, strict=True))
     print(f"{args.input}: {found}")
-    out_dir = Path(args.output_dir) / "vis_imgs"
     written = visualize_sample(seg_model, inputs, sample, modes, out_dir, Path(args.input).stem)
     for path in written:
         print(f"wrote {path}")

@@ -1,5 +1,6 @@
 """Shared fixtures: the golden reference outputs and the tiny model loaded from the official-layout checkpoint."""
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,15 @@ def tiny_model(tiny_ckpt):
     model = build_model(tiny_ckpt["config"].model)
     load_model_state(model, tiny_ckpt["model"], strict=True)
     return model.eval()
+
+
+@pytest.fixture
+def warnings_of_the_loader():
+    """Messages of the data logger (attached directly: the project logger does not propagate to caplog)."""
+    records: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: records.append(record.getMessage())
+    data_logger = logging.getLogger("groupvit.data")
+    data_logger.addHandler(handler)
+    yield records
+    data_logger.removeHandler(handler)

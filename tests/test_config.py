@@ -29,6 +29,7 @@ EXPECTED_DEFAULTS: dict[str, object] = {
     "data.num_workers": 6,
     "data.shuffle_buffer": 10000,
     "data.seed": "${train.seed}",
+    "data.max_bad_fraction": 0.5,
     "data.dataset.meta.gcc3m.type": "img_txt_pair",
     "data.dataset.meta.gcc3m.path": "local_data/gcc3m_shards",
     "data.dataset.meta.gcc3m.prefix": "gcc-train-{000000..00436}.tar",
@@ -72,6 +73,7 @@ EXPECTED_DEFAULTS: dict[str, object] = {
     "train.warmup_lr": 4e-6,
     "train.min_lr": 4e-5,
     "train.clip_grad": 5.0,
+    "train.max_nonfinite_steps": 10,
     "train.accumulation_steps": 0,
     "train.amp_opt_level": "O1",
     "train.amp": "auto",
@@ -262,7 +264,8 @@ def test_matches_config_pickled_in_official_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "16")
     cfg = get_config(args(tmp_path / "tiny_model.yml", local_rank=0))
     mine, theirs = cfg_to_dict(cfg, resolve=False), cfg_to_dict(official, resolve=False)
-    ours_only = {"data.text_aug.tagger", "train.amp", "evaluate.cls.classnames"}  # keys this project added
+    ours_only = {"data.text_aug.tagger", "data.max_bad_fraction", "train.amp", "train.max_nonfinite_steps",
+                 "evaluate.cls.classnames"}  # keys this project added
     assert [kv for kv in flatten(mine).items() if kv[0] not in ours_only] == list(flatten(theirs).items())
 
 
@@ -381,6 +384,24 @@ def test_wrong_type_for_typed_node():
     assert "\n" not in message and "train.epochs" in message and "abc" in message
     apply_opts(cfg, ["train.epochs=5"])
     assert cfg.train.epochs == 5
+
+
+@pytest.mark.parametrize(("item", "expected"), [
+    ("train.epochs=abc", "a number"),
+    ("data.batch_size=two", "a number"),
+    ("wandb=3", "true or false"),
+    ("train.epochs=[1,2]", "a single value"),
+    ("data.dataset.train=gcc3m", "a list"),
+])
+def test_wrong_type_for_plain_yaml_keys(yfcc, item, expected):
+    with pytest.raises(UserError, match=rf"wrong type for config key '{item.split('=')[0]}': expected {expected}"):
+        apply_opts(yfcc, [item])
+
+
+def test_values_of_the_right_kind_are_accepted(yfcc):
+    apply_opts(yfcc, ["train.base_lr=1", "data.pin_memory=false", "model_name=run", "evaluate.cls.classnames=[a,b]"])
+    assert yfcc.train.base_lr == 1 and yfcc.data.pin_memory is False
+    assert list(yfcc.evaluate.cls.classnames) == ["a", "b"]
 
 
 # ----------------------------------------------------------------------------------------- get_config

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/ is not a package
 
 from datasets.synthetic import CLASS_NAMES, write_cls_set, write_seg_set, write_train_shards  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
+from utils.cli import make_output_dir, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 
@@ -60,6 +60,7 @@ def config_hint(train: dict | None, seg: dict | None, cls: dict | None) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    make_output_dir(args.out)
     common = dict(seed=args.seed, image_size=args.image_size, workers=args.workers)
     start = time.perf_counter()
     train = seg = cls = None
@@ -75,7 +76,6 @@ def main(argv: list[str] | None = None) -> None:
     total = args.train_samples + args.seg_images + args.cls_images
     info = {"seed": args.seed, "image_size": args.image_size, "classes": list(CLASS_NAMES), "train": train,
             "seg": seg, "cls": cls}
-    args.out.mkdir(parents=True, exist_ok=True)
     tmp = args.out / ".info.json.partial"
     tmp.write_text(json.dumps(info, indent=1) + "\n")
     os.replace(tmp, args.out / "info.json")

@@ -33,6 +33,7 @@ from utils.errors import UserError
 logger = logging.getLogger(__name__)
 
 _MAX_LISTED = 10
+_PARTIAL_SAVE = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # see _partial_name
 
 
 def _allowed_globals() -> list[Any]:
@@ -203,6 +204,20 @@ def _plain(obj: Any, where: str = "state") -> Any:
     raise TypeError(f"save_checkpoint: {where} is a {type(obj).__name__}, which weights-only loading cannot read")
 
 
+def _partial_name(final: Path) -> Path:
+    """The temporary name ``save_checkpoint`` writes ``final`` under (hidden, unique, never matching ``*.pth``)."""
+    return final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def remove_partial_saves(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of saves that never completed (a killed process leaves them) from ``folder``;
+    returns them. Only for a folder that no other process is saving into."""
+    partial = [p for p in Path(folder).glob(".*.tmp") if _PARTIAL_SAVE.match(p.name) and p.is_file()]
+    for path in partial:
+        path.unlink()
+    return partial
+
+
 def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Save state atomically so that ``torch.load(path, weights_only=True)`` reads it.
 
@@ -213,7 +228,7 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
     state = _plain(state)
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = _partial_name(final)
     try:
         with open(tmp, "xb") as f:
             torch.save(state, f)

@@ -1,27 +1,56 @@
 """Entry-script glue: user mistakes become one line on stderr and a non-zero exit."""
 
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from utils.errors import UserError
 
 EXIT_USER_ERROR = 2
+# Problems with the user's files and folders (a missing input, an output that is a file or not writable).
+_FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def _one_line(error: Exception) -> str:
+    """The message on one line: a multi-line report's lines joined with '; ' (after a heading's ':', a space)."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"  # e.g. "out/log.txt: Permission denied"
+    text = ""
+    for line in (" ".join(line.split()) for line in str(error).splitlines()):
+        if line:
+            text += ("" if not text else " " if text.endswith(":") else "; ") + line
+    return text or type(error).__name__
 
 
 def run_cli(main: Callable[[], object], debug: bool | None = None) -> None:
-    """Run ``main()``; a ``UserError`` (or a missing file) prints ``error: <message>`` and exits with 2.
+    """Run ``main()``; a ``UserError`` (or a file problem: missing, not writable, a file where a folder should be)
+    prints ``error: <message>`` and exits with 2.
 
     ``debug`` (default: ``--debug`` in ``sys.argv``) re-raises instead, with the full traceback.
     """
     debug = "--debug" in sys.argv if debug is None else debug
     try:
         main()
-    except (UserError, FileNotFoundError) as e:
+    except (UserError, *_FILE_ERRORS) as e:
         if debug:
             raise
-        message = " ".join(str(e).split()) or type(e).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def make_output_dir(path: str | os.PathLike) -> Path:
+    """Create the output folder ``path`` (and its parents); a one-line UserError when it cannot be one."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"cannot use {folder} as the output folder: it is a file") from None
+    except OSError as e:
+        raise UserError(f"cannot create the output folder {folder}: {e.strerror or e}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"the output folder {folder} is not writable")
+    return folder

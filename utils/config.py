@@ -133,16 +133,32 @@ def _lookup(cfg: DictConfig, key: str) -> Any:
 
 
 def _check_kind(key: str, node: Any, new: Any, text: str) -> None:
-    """Sections take mappings and lists take lists; a scalar key takes no container."""
-    if isinstance(node, DictConfig) and not isinstance(new, DictConfig):
-        expected = "a mapping {...}"
-    elif isinstance(node, ListConfig) and not isinstance(new, ListConfig):
-        expected = "a list [...]"
-    elif not isinstance(node, DictConfig | ListConfig) and isinstance(new, DictConfig | ListConfig):
+    """The new value must have the kind of the default it replaces.
+
+    Sections take mappings, lists take lists, numbers take numbers and true/false keys take bools; a key whose
+    default is null (or a string, or an interpolation) takes anything but a container replacing a string.
+    """
+    is_container = isinstance(new, DictConfig | ListConfig)
+    if isinstance(node, DictConfig):
+        expected = None if isinstance(new, DictConfig) else "a mapping {...}"
+    elif isinstance(node, ListConfig):
+        expected = None if isinstance(new, ListConfig) else "a list [...]"
+    elif node._is_interpolation() or node._value() is None:
+        expected = None
+    elif is_container:
         expected = "a single value"
     else:
-        return
-    raise UserError(f"wrong type for config key '{key}': expected {expected}, got '{text}'")
+        old, value = node._value(), new._value()
+        if value is None or isinstance(old, str):
+            expected = None
+        elif isinstance(old, bool):
+            expected = None if isinstance(value, bool) else "true or false"
+        elif isinstance(old, int | float):
+            expected = None if isinstance(value, int | float) and not isinstance(value, bool) else "a number"
+        else:
+            expected = None
+    if expected:
+        raise UserError(f"wrong type for config key '{key}': expected {expected}, got '{text}'")
 
 
 def apply_opts(cfg: DictConfig, opts: Sequence[str] | None) -> DictConfig:

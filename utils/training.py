@@ -2,6 +2,11 @@
 classification, the optional segmentation check, checkpoints of the training state, and metric reporting.
 
 ``main_group_vit.py`` strings these together; ``benchmarks/train_throughput.py`` reuses ``train_step``.
+
+Reliability: every epoch reseeds the RNGs from (seed, rank, epoch) and the loader restarts its stream from the
+epoch's seeds, so an epoch's losses depend only on the weights and optimizer state it starts from: a run resumed
+from a checkpoint repeats an uninterrupted run exactly (on the same hardware and settings). A step with a non-finite
+loss or gradient norm leaves the weights alone and is counted (``NonFiniteGuard``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,8 +30,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from utils.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from utils.distributed import all_reduce_sum
+from utils.distributed import all_reduce_sum, get_rank, get_world_size, is_dist
 from utils.errors import UserError
+
+if TYPE_CHECKING:
+    from datasets.builder import EpochLoader
 
 AMP_CHOICES = ("auto", "fp32", "fp16", "bf16")
 _EPOCH_FILE = re.compile(r"^ckpt_epoch_(\d+)\.pth$")
@@ -85,6 +93,11 @@ def set_random_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def epoch_seed(seed: int, rank: int, world_size: int, epoch: int) -> int:
+    """The seed of one process's epoch: distinct for every (rank, epoch) and from the start seeds ``seed + rank``."""
+    return seed + rank + (epoch + 1) * world_size
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
@@ -107,42 +120,103 @@ def load_classnames(cls_cfg: DictConfig) -> list[str]:
 # --------------------------------------------------------------------------------------------- training
 
 
+def _finite_everywhere(value: torch.Tensor) -> bool:
+    """Whether ``value`` is finite in every process (an all-reduce under torch.distributed, so that all agree)."""
+    bad = (~torch.isfinite(value.detach())).any().float().reshape(1)
+    return not (all_reduce_sum(bad) if is_dist() else bad).item()
+
+
 def train_step(model: nn.Module, batch: Mapping[str, torch.Tensor], optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, precision: Precision, clip_grad: float | None,
                accumulation: int = 1, step: bool = True) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """Forward, backward and (when ``step``) clip + optimizer step; returns the losses and the pre-clip grad norm.
 
     The total loss is the sum of every output whose name contains 'loss', divided by ``accumulation`` for the
-    backward. Without ``step`` the gradients accumulate (and DDP does not synchronise them).
+    backward. Without ``step`` the gradients accumulate (and DDP does not synchronise them) and the norm is None.
+
+    Non-finite values never reach the model: a loss that is non-finite (in any process) gets no backward, the
+    buffers its forward updated (BatchNorm statistics) are restored, and when its call should step, the step is
+    skipped and the accumulated gradients are dropped; a non-finite gradient norm skips the step too. A step skipped
+    so returns None as its norm. (With the fp16 grad scaler, a non-finite norm is its routine overflow: the scaler
+    skips that step itself and lowers its scale, and the norm is returned as measured.)
     """
     device = next(unwrap(model).parameters()).device
+    buffers = [(b, b.clone()) for b in unwrap(model).buffers()]
     sync = step or not isinstance(model, DistributedDataParallel)
     with contextlib.nullcontext() if sync else model.no_sync():
         with precision.autocast(device):
             losses = model(**batch)
         total = sum(v for k, v in losses.items() if "loss" in k)
-        scaler.scale(total / accumulation).backward()
+        finite = _finite_everywhere(total)
+        if finite:
+            scaler.scale(total / accumulation).backward()
+        else:
+            with torch.no_grad():
+                for buffer, before in buffers:
+                    buffer.copy_(before)
     losses = {"total_loss": total.detach(), **{k: v.detach() for k, v in losses.items()}}
     if not step:
         return losses, None
-    scaler.unscale_(optimizer)
-    max_norm = clip_grad if clip_grad else float("inf")  # inf: measure the norm without clipping
-    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    scaler.step(optimizer)
-    scaler.update()
+    grad_norm = None
+    if finite:
+        scaler.unscale_(optimizer)
+        max_norm = clip_grad if clip_grad else float("inf")  # inf: measure the norm without clipping
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        if scaler.is_enabled() or torch.isfinite(grad_norm):
+            scaler.step(optimizer)
+        else:
+            grad_norm = None
+        scaler.update()
     optimizer.zero_grad(set_to_none=True)
     return losses, grad_norm
 
 
-def train_one_epoch(cfg: DictConfig, model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
+class NonFiniteGuard:
+    """Counts the iterations whose loss or gradient norm was non-finite (their steps were skipped); ``limit`` in a
+    row (0: no limit) stop the run with a UserError naming the iteration and ``last_checkpoint``."""
+
+    def __init__(self, limit: int, last_checkpoint: str | None = None):
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise UserError(f"train.max_nonfinite_steps must be a whole number >= 0, not {limit!r}")
+        self.limit = limit
+        self.last_checkpoint = last_checkpoint  # the newest complete checkpoint of the run, for the stop message
+        self.in_a_row = 0
+        self.in_epoch = 0
+
+    def start_epoch(self) -> None:
+        self.in_epoch = 0
+
+    def update(self, finite: bool, iteration: int, where: str) -> None:
+        """Record one iteration (``where``: e.g. 'epoch 1, step 3/10')."""
+        if finite:
+            self.in_a_row = 0
+            return
+        self.in_a_row += 1
+        self.in_epoch += 1
+        if self.limit and self.in_a_row >= self.limit:
+            last = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else \
+                "no checkpoint was saved yet"
+            raise UserError(f"training stopped at iteration {iteration} ({where}): {self.in_a_row} non-finite losses "
+                            f"or gradient norms in a row (train.max_nonfinite_steps={self.limit}); {last}")
+
+
+def train_one_epoch(cfg: DictConfig, model: nn.Module, loader: EpochLoader, optimizer: torch.optim.Optimizer,
                     scheduler: Any, scaler: torch.amp.GradScaler, precision: Precision, epoch: int,
-                    device: torch.device, logger: logging.Logger, reporter: Reporter | None = None) -> dict[str, float]:
-    """One epoch of ``len(loader)`` iterations; the scheduler is stepped per optimizer step, after it."""
+                    device: torch.device, logger: logging.Logger, guard: NonFiniteGuard,
+                    reporter: Reporter | None = None) -> dict[str, float]:
+    """One epoch of ``len(loader)`` iterations; the scheduler is stepped per optimizer step, after it.
+
+    The RNGs are reseeded from (``cfg.seed``, rank, epoch) first. Iterations with a non-finite loss or gradient norm
+    are logged, left out of the averages and counted by ``guard``; the epoch's last log line counts them and the
+    bad samples the loader skipped.
+    """
+    set_random_seed(epoch_seed(cfg.seed, get_rank(), get_world_size(), epoch))
     model.train()
     num_steps = len(loader)
     accumulation = max(1, cfg.train.accumulation_steps)
     meters: dict[str, AverageMeter] = {}
     batch_time, norm_meter = AverageMeter(), AverageMeter()
+    guard.start_epoch()
     optimizer.zero_grad(set_to_none=True)
     start = end = time.time()
     for idx, batch in enumerate(loader):
@@ -153,12 +227,20 @@ def train_one_epoch(cfg: DictConfig, model: nn.Module, loader: Iterable, optimiz
                                        accumulation, step)
         if step:
             scheduler.step_update(epoch * num_steps + idx)
-        for name, value in losses.items():
-            meters.setdefault(name, AverageMeter()).update(value.item(), batch["image"].shape[0])
-        if grad_norm is not None:
-            norm_meter.update(grad_norm.item())
+        finite = bool(torch.isfinite(losses["total_loss"])) and not (step and grad_norm is None)
+        if not finite:
+            logger.warning(f"Train: [{epoch}/{cfg.train.epochs}][{idx}/{num_steps}]  non-finite loss "
+                           f"({losses['total_loss'].item():.4g}) or gradient norm: optimizer step skipped "
+                           f"({guard.in_a_row + 1} in a row)")
+        guard.update(finite, epoch * num_steps + idx, f"epoch {epoch}, step {idx}/{num_steps}")
         batch_time.update(time.time() - end)
         end = time.time()
+        if not finite:
+            continue
+        for name, value in losses.items():
+            meters.setdefault(name, AverageMeter()).update(value.item(), batch["image"].shape[0])
+        if grad_norm is not None and torch.isfinite(grad_norm):  # (the fp16 grad scaler's overflows are not)
+            norm_meter.update(grad_norm.item())
         if idx % cfg.print_freq == 0 or idx == num_steps - 1:
             eta = datetime.timedelta(seconds=int(batch_time.avg * (num_steps - idx - 1)))
             memory = f"  mem {torch.cuda.max_memory_allocated() / 2**20:.0f}MB" if device.type == "cuda" else ""
@@ -169,7 +251,9 @@ def train_one_epoch(cfg: DictConfig, model: nn.Module, loader: Iterable, optimiz
             if reporter is not None:
                 scalars = {f"iter/{k}": m.val for k, m in meters.items()}
                 reporter.scalars({**scalars, "iter/lr": lr, "iter/grad_norm": norm_meter.val}, epoch * num_steps + idx)
-    logger.info(f"EPOCH {epoch} training takes {datetime.timedelta(seconds=int(time.time() - start))}")
+    counts = loader.counts
+    logger.info(f"EPOCH {epoch} training takes {datetime.timedelta(seconds=int(time.time() - start))}; skipped: "
+                f"{counts.skipped} bad samples of {counts.read} read, {guard.in_epoch} non-finite steps")
     return {name: m.avg for name, m in meters.items()}
 
 

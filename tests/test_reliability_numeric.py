@@ -1,0 +1,142 @@
+"""Numerical faults: a non-finite loss or gradient never reaches the weights; it is counted, and too many in a row
+stop the run with the iteration and the last good checkpoint named."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import torch
+from helpers_train_data import write_tiny_setup
+
+import main_group_vit
+from models.multi_label_contrastive import MultiLabelContrastive
+from utils.errors import UserError
+from utils.training import NonFiniteGuard, Precision, train_step
+
+FP32 = Precision("fp32", None, False)
+
+
+class Toy(torch.nn.Module):
+    """loss = sum(w * image) + scale * sum(sqrt(w - text)): the second term's gradient is infinite where w == text."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.full((3,), 2.0))
+
+    def forward(self, image, text):
+        return {"loss": (self.w * image).sum(), "sqrt_loss": torch.sqrt(self.w - text).sum()}
+
+
+def step_once(batch: dict, scaler: torch.amp.GradScaler | None = None, accumulation: int = 1, step: bool = True):
+    model = Toy()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
+    losses, norm = train_step(model, batch, optimizer, scaler, FP32, clip_grad=5.0, accumulation=accumulation,
+                              step=step)
+    return model, optimizer, losses, norm
+
+
+def test_finite_step_updates_the_weights():
+    model, optimizer, losses, norm = step_once({"image": torch.ones(3), "text": torch.zeros(3)})
+    assert torch.isfinite(norm) and not torch.equal(model.w.detach(), torch.full((3,), 2.0))
+    assert optimizer.state[model.w]["step"] == 1
+
+
+@pytest.mark.parametrize("image", [float("nan"), float("inf")])
+def test_non_finite_loss_is_not_backpropagated_nor_stepped(image):
+    model, optimizer, losses, norm = step_once({"image": torch.full((3,), image), "text": torch.zeros(3)})
+    assert not torch.isfinite(losses["total_loss"]) and norm is None
+    assert torch.equal(model.w.detach(), torch.full((3,), 2.0)) and model.w.grad is None and not optimizer.state
+
+
+def test_non_finite_gradient_skips_the_step():
+    model, optimizer, losses, norm = step_once({"image": torch.ones(3), "text": torch.full((3,), 2.0)})
+    assert torch.isfinite(losses["total_loss"]) and norm is None  # loss 3 + sqrt(0): finite; its gradient is not
+    assert torch.equal(model.w.detach(), torch.full((3,), 2.0)) and model.w.grad is None and not optimizer.state
+
+
+def test_grad_scaler_handles_its_own_overflow():
+    """With a grad scaler (fp16 on CUDA), an infinite gradient is its routine overflow: it skips the step itself."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    model, optimizer, losses, norm = step_once({"image": torch.ones(3), "text": torch.full((3,), 2.0)}, scaler)
+    assert norm is not None and not torch.isfinite(norm)  # reported, so not counted as a skipped step
+    assert torch.equal(model.w.detach(), torch.full((3,), 2.0)) and scaler.get_scale() == 2.0
+
+
+def test_non_finite_micro_batch_adds_no_gradient():
+    model = Toy()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    good = {"image": torch.ones(3), "text": torch.zeros(3)}
+    bad = {"image": torch.full((3,), float("nan")), "text": torch.zeros(3)}
+    train_step(model, good, optimizer, scaler, FP32, None, accumulation=2, step=False)
+    grad = model.w.grad.clone()
+    train_step(model, bad, optimizer, scaler, FP32, None, accumulation=2, step=False)
+    assert torch.equal(model.w.grad, grad)
+
+
+def test_guard_counts_in_a_row_and_stops_with_the_checkpoint_named():
+    guard = NonFiniteGuard(limit=3, last_checkpoint="out/ckpt_epoch_4.pth")
+    for finite in (False, False, True, False, False):
+        guard.update(finite, 10, "epoch 5, step 0/4")
+    assert guard.in_a_row == 2 and guard.in_epoch == 4
+    with pytest.raises(UserError, match=r"^training stopped at iteration 17 \(epoch 5, step 3/4\): 3 non-finite "
+                                        r"losses or gradient norms in a row \(train.max_nonfinite_steps=3\); the last "
+                                        r"good checkpoint is out/ckpt_epoch_4.pth$"):
+        guard.update(False, 17, "epoch 5, step 3/4")
+    unlimited = NonFiniteGuard(limit=0)
+    for _ in range(100):
+        unlimited.update(False, 0, "")
+    with pytest.raises(UserError, match="no checkpoint was saved yet"):
+        NonFiniteGuard(limit=1).update(False, 0, "epoch 0, step 0/1")
+
+
+@pytest.mark.parametrize("limit", [-1, 2.5, "ten"])
+def test_guard_limit_is_checked(limit):
+    with pytest.raises(UserError, match="train.max_nonfinite_steps must be a whole number >= 0"):
+        NonFiniteGuard(limit)
+
+
+def nan_losses_at(monkeypatch, calls: set[int]) -> list[dict]:
+    """Make the model's training forward return NaN losses at these call numbers (after its BatchNorm statistics got
+    NaN too); returns the model state seen by each call."""
+    real = MultiLabelContrastive.forward_train
+    states: list[dict] = []
+
+    def forward_train(self, image, text):
+        states.append(copy.deepcopy(self.state_dict()))
+        losses = real(self, image, text)
+        if len(states) - 1 not in calls:
+            return losses
+        self.img_projector.linear_hidden[1].running_mean.fill_(float("nan"))
+        return {k: v * float("nan") for k, v in losses.items()}
+
+    monkeypatch.setattr(MultiLabelContrastive, "forward_train", forward_train)
+    return states
+
+
+def test_nan_steps_are_skipped_then_repeated_nans_stop_the_run(tmp_path, monkeypatch):
+    """3 iterations per epoch; NaN at iterations 1 (isolated), 3 and 4 (two in a row = the limit)."""
+    cfg = write_tiny_setup(tmp_path, epochs=3, train_length=6, extra={"evaluate.task": [],
+                                                                       "train.max_nonfinite_steps": 2})
+    out = tmp_path / "out"
+    states = nan_losses_at(monkeypatch, {1, 3, 4})
+    with pytest.raises(UserError) as info:
+        main_group_vit.main(["--cfg", str(cfg), "--output", str(out)])
+    last_good = out / "ckpt_epoch_0.pth"
+    message = (f"training stopped at iteration 4 (epoch 1, step 1/3): 2 non-finite losses or gradient norms in a row "
+               f"(train.max_nonfinite_steps=2); the last good checkpoint is {last_good}")
+    assert str(info.value) == message and last_good.is_file() and not (out / "ckpt_epoch_1.pth").exists()
+
+    assert len(states) == 5
+    unchanged = [all(torch.equal(a[k], b[k]) for k in a) for a, b in zip(states, states[1:], strict=False)]
+    assert unchanged == [False, True, False, True]  # iterations 1 and 3 changed nothing, BatchNorm statistics included
+    assert all(torch.isfinite(v).all() for v in torch.load(last_good, weights_only=True)["model"].values())
+    log = (out / "log.txt").read_text()
+    skipped = re.findall(r"Train: \[(\d)/3\]\[(\d)/3\]  non-finite loss \(nan\) or gradient norm: optimizer step "
+                         r"skipped \((\d) in a row\)", log)
+    assert skipped == [("0", "1", "1"), ("1", "0", "1"), ("1", "1", "2")]
+    assert re.search(r"EPOCH 0 training takes .*; skipped: 0 bad samples of 6 read, 1 non-finite steps", log)
+    assert f"ERROR: {message}" in log
