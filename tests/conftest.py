@@ -34,7 +34,7 @@ def tiny_model(tiny_ckpt):
 
 @pytest.fixture
 def warnings_of_the_loader():
-    """Messages of the data logger (attached directly: the project logger does not propagate to caplog)."""
+    """Warning messages of the data logger, collected by a handler attached to it."""
     records: list[str] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = lambda record: records.append(record.getMessage())

@@ -16,7 +16,7 @@ def get_logger(output: str | Path | None = None, name: str = "groupvit", all_ran
     """
     logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)
-    logger.propagate = False
+    logger.propagate = True  # our handlers print; the root logger normally has none (pytest attaches caplog there)
     rank = get_rank()
     if not any(getattr(h, "_groupvit_console", False) for h in logger.handlers) and (rank == 0 or all_ranks):
         console = logging.StreamHandler(sys.stdout)
