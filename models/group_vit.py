@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 from utils.errors import UserError
 
 from .misc import pack_outputs
+from .transformer import attention
 
 
 class Mlp(nn.Module):
@@ -39,11 +40,10 @@ class MixerMlp(Mlp):
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
-def hard_softmax(logits: torch.Tensor, dim: int) -> torch.Tensor:
-    """Straight-through one-hot of the softmax argmax (value one-hot, gradient of the softmax)."""
-    y_soft = logits.softmax(dim)
+def straight_through_one_hot(y_soft: torch.Tensor, dim: int) -> torch.Tensor:
+    """One-hot of the argmax of probabilities ``y_soft`` along ``dim``, with the gradient of ``y_soft``."""
     index = y_soft.argmax(dim, keepdim=True)
-    y_hard = torch.zeros_like(logits).scatter_(dim, index, 1.0)
+    y_hard = torch.zeros_like(y_soft).scatter_(dim, index, 1.0)
     # Computed as one_hot - soft + soft, like the reference, so values match bit for bit.
     return y_hard - y_soft.detach() + y_soft
 
@@ -52,11 +52,7 @@ def gumbel_softmax(logits: torch.Tensor, dim: int, tau: float = 1.0, hard: bool 
     """Softmax of (logits + Gumbel(0, 1) noise) / tau, optionally made hard (straight-through)."""
     gumbels = -torch.empty_like(logits).exponential_().log()
     y_soft = ((logits + gumbels) / tau).softmax(dim)
-    if not hard:
-        return y_soft
-    index = y_soft.argmax(dim, keepdim=True)
-    y_hard = torch.zeros_like(logits).scatter_(dim, index, 1.0)
-    return y_hard - y_soft.detach() + y_soft
+    return straight_through_one_hot(y_soft, dim) if hard else y_soft
 
 
 class Attention(nn.Module):
@@ -76,8 +72,7 @@ class Attention(nn.Module):
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each [B, heads, N, C/heads]
-        x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
+        x = attention(q, k, v, self.scale, self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
 
 
@@ -102,8 +97,7 @@ class CrossAttention(nn.Module):
         q = self.q_proj(query).reshape(B, N, h, C // h).transpose(1, 2)  # [B, h, N, C/h]
         k = self.k_proj(key).reshape(B, S, h, C // h).transpose(1, 2)  # [B, h, S, C/h]
         v = self.v_proj(key).reshape(B, S, h, C // h).transpose(1, 2)
-        x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
+        x = attention(q, k, v, self.scale, self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
 
 
@@ -163,24 +157,20 @@ class AssignAttention(nn.Module):
         self.hard, self.gumbel, self.gumbel_tau = hard, gumbel, gumbel_tau
         self.sum_assign, self.assign_eps = sum_assign, assign_eps
 
-    def assignment(self, logits: torch.Tensor, hard: bool, gumbel: bool) -> torch.Tensor:
-        """Normalise [B, 1, S, L] logits over the group axis S."""
-        if gumbel and self.training:
-            return gumbel_softmax(logits, dim=-2, tau=self.gumbel_tau, hard=hard)
-        if hard:
-            return hard_softmax(logits, dim=-2)
-        return logits.softmax(dim=-2)
-
     def forward(self, query: torch.Tensor, key: torch.Tensor, return_attn: bool = False):
         # query: groups [B, S, C]; key: image tokens [B, L, C]
         q = self.q_proj(query).unsqueeze(1)  # [B, 1, S, C]
         k = self.k_proj(key).unsqueeze(1)  # [B, 1, L, C]
         v = self.v_proj(key).unsqueeze(1)
-        logits = (q @ k.transpose(-2, -1)) * self.scale  # [B, 1, S, L]
-        attn = self.assignment(logits, hard=self.hard, gumbel=self.gumbel)
-        attn_dict = None
-        if return_attn:
-            attn_dict = {"hard": attn.clone(), "soft": self.assignment(logits, hard=False, gumbel=False)}
+        logits = (q @ k.transpose(-2, -1)).float() * self.scale  # [B, 1, S, L]; float32 under autocast too
+        noisy = self.gumbel and self.training
+        # plain softmax over the group axis: the assignment without noise, and the 'soft' map (computed once)
+        soft = logits.softmax(dim=-2) if return_attn or not noisy else None
+        if noisy:
+            attn = gumbel_softmax(logits, dim=-2, tau=self.gumbel_tau, hard=self.hard)
+        else:
+            attn = straight_through_one_hot(soft, dim=-2) if self.hard else soft
+        attn_dict = {"hard": attn, "soft": soft} if return_attn else None
         if not self.sum_assign:
             attn = attn / (attn.sum(dim=-1, keepdim=True) + self.assign_eps)
         out = (self.attn_drop(attn) @ v).squeeze(1)  # [B, S, C]

@@ -19,7 +19,9 @@ class ProjectMLP(nn.Module):
     """(Conv1d(k=1) -> BatchNorm1d -> ReLU) x (num_layers - 1), then Conv1d(k=1) to ``out_dim``.
 
     Conv1d over [B, C, L] is a Linear per token; the Conv1d modules are kept for the checkpoint layout
-    (weights [out, in, 1]). Accepts [B, C] or [B, L, C].
+    (weights [out, in, 1]) but run as ``F.linear`` on the tokens as rows [B*L, C] (several times faster than
+    a kernel-1 convolution, forward and backward). BatchNorm over those rows pools over B and L exactly like
+    BatchNorm1d over [B, C, L]. Accepts [B, C] or [B, L, C].
     """
 
     def __init__(self, in_dim: int = 256, inner_dim: int = 4096, out_dim: int = 256, num_layers: int = 2):
@@ -32,11 +34,16 @@ class ProjectMLP(nn.Module):
         self.linear_out = nn.Conv1d(in_dim if num_layers == 1 else inner_dim, out_dim, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        squeeze = x.ndim == 2
-        if squeeze:
-            x = x.unsqueeze(1)  # [B, 1, C]
-        x = self.linear_out(self.linear_hidden(x.transpose(1, 2))).transpose(1, 2)  # [B, L, E]
-        return x.squeeze(1) if squeeze else x
+        lead = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1])  # [B*L, C]
+        for layer in self.linear_hidden:
+            x = pointwise(layer, x) if isinstance(layer, nn.Conv1d) else layer(x)
+        return pointwise(self.linear_out, x).view(*lead, -1)  # [B, (L,) E]
+
+
+def pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A kernel-1 Conv1d applied to rows [N, C_in] -> [N, C_out]."""
+    return F.linear(x, conv.weight.squeeze(-1), conv.bias)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -69,6 +76,16 @@ class MultiLabelContrastive(nn.Module):
     def with_multi_label(self) -> bool:
         return self.multi_label > 0
 
+    def compile_towers(self, **options) -> None:
+        """``torch.compile`` the image encoder, the text transformer's blocks and both projectors, in place
+        (``nn.Module.compile``: parameter names and checkpoints are unchanged). ``options`` go to torch.compile.
+
+        The towers are compiled apart so that each is one graph: the losses' cross-process gathers and the text
+        tower's choice of how many positions to run (a host-side value) stay outside.
+        """
+        for module in (self.img_encoder, self.text_encoder.transformer, self.img_projector, self.text_projector):
+            module.compile(**options)
+
     @staticmethod
     def clamped_scale(logit_scale: torch.Tensor) -> torch.Tensor:
         """exp(logit_scale), capped at 100 as in every use by the reference."""
@@ -86,11 +103,19 @@ class MultiLabelContrastive(nn.Module):
     def encode_text(self, text: torch.Tensor, *, as_dict: bool = False):
         """[B, 77] -> 'text_x' [B, E]; [B, 1+M, 77] -> 'text_x' (slot 0) and 'text_multi_label_x' [B, M, E]."""
         assert text.ndim in (2, 3), f"text must be [B, 77] or [B, 1+M, 77], got {tuple(text.shape)}"
-        num_text = text.shape[1] if text.ndim == 3 else 0
-        text_x = self.text_projector(self.text_encoder(text.flatten(0, -2) if num_text else text))
-        if not num_text:
-            return pack_outputs({"text_x": text_x}, as_dict)
-        text_x = text_x.view(-1, num_text, text_x.shape[-1])  # [B, 1+M, E]
+        if text.ndim == 2:
+            return pack_outputs({"text_x": self.text_projector(self.text_encoder(text))}, as_dict)
+        B, num_text = text.shape[:2]
+        if num_text > 1:
+            # Captions and noun prompts are encoded apart, each group only up to its own longest text (the prompts
+            # are much shorter); the features go to the projector together, in (sample, slot) order, so its
+            # BatchNorm sees the same batch as with one pass.
+            captions = self.text_encoder(text[:, 0])  # [B, D]
+            prompts = self.text_encoder(text[:, 1:].flatten(0, 1)).view(B, num_text - 1, -1)  # [B, M, D]
+            features = torch.cat([captions[:, None], prompts], dim=1).flatten(0, 1)  # [B*(1+M), D]
+        else:
+            features = self.text_encoder(text.flatten(0, 1))
+        text_x = self.text_projector(features).view(B, num_text, -1)  # [B, 1+M, E]
         return pack_outputs({"text_x": text_x[:, 0], "text_multi_label_x": text_x[:, 1:]}, as_dict)
 
     # ---- losses ---------------------------------------------------------------------------------
@@ -130,10 +155,12 @@ class MultiLabelContrastive(nn.Module):
         """Loss dict: 'loss', plus 'multi_label_loss' when text is [B, 1+M, 77] and multi_label > 0."""
         image_x = self.encode_image(image)
         text_outs = self.encode_text(text, as_dict=True)
-        losses = {"loss": self.loss(image_x, text_outs["text_x"])}
-        if self.with_multi_label:
-            losses["multi_label_loss"] = self.multi_label_loss(
-                image_x.unsqueeze(1), text_outs["text_multi_label_x"]) * self.multi_label_loss_weight
+        with torch.autocast(image.device.type, enabled=False):  # the small logit matrices in float32 under autocast
+            image_x = image_x.float()
+            losses = {"loss": self.loss(image_x, text_outs["text_x"].float())}
+            if self.with_multi_label:
+                losses["multi_label_loss"] = self.multi_label_loss(
+                    image_x.unsqueeze(1), text_outs["text_multi_label_x"].float()) * self.multi_label_loss_weight
         return losses
 
     # ---- zero-shot ------------------------------------------------------------------------------

@@ -11,6 +11,45 @@ from torch.utils.checkpoint import checkpoint
 from .misc import pack_outputs
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None, dropout_p: float = 0.0,
+              is_causal: bool = False) -> torch.Tensor:
+    """softmax(q k^T * scale, causal mask optional) v for [B, heads, L, d] queries and [B, heads, S, d] keys/values.
+
+    ``F.scaled_dot_product_attention`` (fused kernels that never hold the L x S weights), except when autograd records
+    bfloat16/float16 attention on the CPU: there the fused kernels' backward is several times slower than the plain
+    matmul + softmax (forward-only and float32 are faster fused).
+    """
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and q.requires_grad \
+            and torch.is_grad_enabled():
+        return explicit_attention(q, k, v, scale, dropout_p, is_causal)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=is_causal, scale=scale)
+
+
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None,
+                       dropout_p: float = 0.0, is_causal: bool = False) -> torch.Tensor:
+    """:func:`attention` computed as written: the [B, heads, L, S] weights are materialised."""
+    weights = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    if is_causal:
+        L, S = q.shape[-2], k.shape[-2]
+        weights = weights + torch.full((L, S), float("-inf"), dtype=weights.dtype, device=weights.device).triu(1)
+    weights = weights.softmax(dim=-1)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, dropout_p)
+    return weights @ v
+
+
+def used_length(eot: torch.Tensor, length: int, multiple: int = 8) -> int:
+    """How many leading positions the pooled features depend on: up to the last row's EOT, rounded up to
+    ``multiple`` (fewer distinct shapes for torch.compile and the GPU kernels), at most ``length``.
+
+    The attention is causal, so a position never sees the padding after it: running only these positions
+    gives the same EOT features as running all 77 (captions average well under 77 tokens, noun prompts ~10).
+    """
+    if eot.numel() == 0:
+        return length
+    return min(length, (int(eot.max()) + multiple) // multiple * multiple)
+
+
 class QuickGELU(nn.Module):
     """CLIP's GELU approximation: x * sigmoid(1.702 x)."""
 
@@ -36,7 +75,7 @@ class CausalSelfAttention(nn.Module):
         B, L, D = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # [B, L, 3D]
         q, k, v = qkv.reshape(B, L, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [B, heads, L, D/heads]
+        x = attention(q, k, v, is_causal=True)  # [B, heads, L, D/heads]
         return self.out_proj(x.transpose(1, 2).reshape(B, L, D))
 
 
@@ -102,7 +141,9 @@ class TextTransformer(nn.Module):
 
     def forward(self, text: torch.Tensor, *, as_dict: bool = False):
         # text: [B, L] token ids, zero-padded, EOT (49407, the largest id) after the caption
-        x = self.token_embedding(text) + self.positional_embedding[: text.shape[1]]  # [B, L, D]
+        eot = text.argmax(dim=-1)  # [B] position of each row's first EOT
+        text = text[:, : used_length(eot, text.shape[1])]
+        x = self.token_embedding(text) + self.positional_embedding[: text.shape[1]]  # [B, L', D]
         x = self.ln_final(self.transformer(x))
-        x = x[torch.arange(x.shape[0], device=x.device), text.argmax(dim=-1)]  # [B, D] at the first EOT
+        x = x[torch.arange(x.shape[0], device=x.device), eot]  # [B, D] at the first EOT
         return pack_outputs({"x": x}, as_dict)

@@ -110,6 +110,7 @@ def test_slide_inference(seg_model, golden, monkeypatch):
 
     # the windows: (0, 448, 0, 448) and (0, 448, 144, 592), each a full 448 crop
     windows = sl["windows"]
+    crops = list(torch.cat(crops).split(1))  # one [1, 3, h, w] crop per window, however the windows were batched
     assert len(crops) == 2 * len(windows)
     for crop, window in zip(crops[: len(windows)], windows, strict=True):
         expected = img[..., window["y1"]:window["y2"], window["x1"]:window["x2"]]

@@ -2,9 +2,10 @@
 
 Every pixel takes the final group it belongs to most (argmax of the chained soft assignments); each group
 gets class scores from its projected group token against the class text embeddings, restricted to the
-image-level top-5 classes; background is a threshold rule. Sliding windows, the resize to the original
-image size and the label map come from mmseg (``slide_inference``/``whole_inference``/``postprocess_result``),
-which keep mmseg 0.x's window layout and averaging.
+image-level top-5 classes; background is a threshold rule. ``predict``/``inference``/``whole_inference`` are
+mmseg's; ``slide_inference`` and ``postprocess_result`` keep mmseg's semantics (mmseg 0.x's window layout and
+averaging, the resize to the original size) but run every window of an image through the encoder as one batch and
+compute only the reference's label map. tests/test_perf_equivalence.py checks them against mmseg's own.
 
 Shapes: B crops of H x W pixels, L image tokens, G_k groups at grouping stage k (64 then 8 for the released
 models), N text classes, E embedding dim, C = N + 1 output channels (background first) or N.
@@ -19,8 +20,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from mmengine.config import ConfigDict
+from mmengine.structures import PixelData
 from mmseg.models import EncoderDecoder, SegDataPreProcessor
 from mmseg.models.segmentors.base import BaseSegmentor
+from mmseg.structures import SegDataSample
 from mmseg.utils import OptSampleList, SampleList
 from torch import Tensor
 
@@ -43,29 +46,54 @@ def token_grid(height: int, width: int, num_tokens: int) -> tuple[int, int]:
     return rows, cols
 
 
-def resize_attn_map(attn: Tensor, height: int, width: int) -> Tensor:
-    """[B, heads, L, G] token-to-group map -> [B, heads, H, W, G], bilinear (align_corners False)."""
+def upsample_token_map(attn: Tensor, height: int, width: int) -> Tensor:
+    """[B, heads, L, G] token-to-group map -> [B, heads * G, H, W], bilinear (align_corners False)."""
     B, heads, L, G = attn.shape
     rows, cols = token_grid(height, width, L)
     grid = attn.reshape(B, heads, rows, cols, G).permute(0, 1, 4, 2, 3).reshape(B, heads * G, rows, cols)
-    grid = F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
-    return grid.reshape(B, heads, G, height, width).permute(0, 1, 3, 4, 2)
+    return F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
 
 
-def chained_attn_maps(attn_dicts: Sequence[Mapping[str, Tensor] | None], height: int, width: int) -> list[Tensor]:
-    """Per grouping stage k, each pixel's soft distribution over that stage's groups: [B, H, W, G_k].
+def resize_attn_map(attn: Tensor, height: int, width: int) -> Tensor:
+    """[B, heads, L, G] token-to-group map -> [B, heads, H, W, G], bilinear (align_corners False)."""
+    B, heads, _, G = attn.shape
+    return upsample_token_map(attn, height, width).reshape(B, heads, G, height, width).permute(0, 1, 3, 4, 2)
+
+
+def chained_assignments(attn_dicts: Sequence[Mapping[str, Tensor] | None]) -> list[Tensor]:
+    """Per grouping stage k, each image token's soft distribution over that stage's groups: [B, 1, L, G_k].
 
     Stage k's soft assignment [B, 1, G_k, T_k] is chained through the earlier stages
-    (A_1 = S_0^T [B, 1, L, G_0], A_2 = A_1 @ S_1^T [B, 1, L, G_1]), then resized to the crop.
+    (A_1 = S_0^T [B, 1, L, G_0], A_2 = A_1 @ S_1^T [B, 1, L, G_1]).
     """
-    maps, chained = [], None
+    chains, chained = [], None
     for attn_dict in attn_dicts:
         if attn_dict is None:  # a stage without grouping
             continue
         soft = attn_dict["soft"].transpose(-2, -1)  # [B, 1, T_k, G_k]
         chained = soft if chained is None else chained @ soft  # [B, 1, L, G_k]
-        maps.append(resize_attn_map(chained, height, width).squeeze(1))
-    return maps
+        chains.append(chained)
+    return chains
+
+
+def chained_attn_maps(attn_dicts: Sequence[Mapping[str, Tensor] | None], height: int, width: int) -> list[Tensor]:
+    """Per grouping stage k, each pixel's soft distribution over that stage's groups: [B, H, W, G_k]
+    (:func:`chained_assignments` resized to the crop)."""
+    return [resize_attn_map(chained, height, width).squeeze(1) for chained in chained_assignments(attn_dicts)]
+
+
+def slide_windows(height: int, width: int, crop: Sequence[int], stride: Sequence[int]) -> list[tuple[int, ...]]:
+    """mmseg's sliding windows (y1, y2, x1, x2) over an H x W image: a grid of ``stride`` steps, each window moved
+    back inside the image and to a full ``crop`` (smaller only where the image is)."""
+    (h_crop, w_crop), (h_stride, w_stride) = crop, stride
+    h_grids = max(height - h_crop + h_stride - 1, 0) // h_stride + 1
+    w_grids = max(width - w_crop + w_stride - 1, 0) // w_stride + 1
+    windows = []
+    for h_idx in range(h_grids):
+        for w_idx in range(w_grids):
+            y2, x2 = min(h_idx * h_stride + h_crop, height), min(w_idx * w_stride + w_crop, width)
+            windows.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
+    return windows
 
 
 class GroupViTSegInference(EncoderDecoder):
@@ -99,11 +127,12 @@ class GroupViTSegInference(EncoderDecoder):
         """Per-crop class scores [B, C, H, W] (scores in [0, 1]; the background channel is 0 or 1).
 
         The image encoder runs once per crop; the reference ran it twice (for the attention maps and the
-        features), which gives the same values.
+        features), which gives the same values. Every pixel takes its final group's row of a [B, G, C] table.
         """
         height, width = inputs.shape[-2:]
         out = self.model.img_encoder(inputs, return_feat=True, return_attn=True, as_dict=True)
-        group_of_pixel = chained_attn_maps(out["attn_dicts"], height, width)[-1].argmax(dim=-1)  # [B, H, W]
+        final = chained_assignments(out["attn_dicts"])[-1]  # [B, 1, L, G]
+        group_of_pixel = upsample_token_map(final, height, width).max(dim=1).indices  # [B, H, W], first max wins
         image_x = F.normalize(self.model.img_projector(out["x"]), dim=-1)  # [B, E]
         image_feat = F.normalize(self.model.img_projector(out["feat"]), dim=-1)  # [B, G, E]
 
@@ -114,23 +143,52 @@ class GroupViTSegInference(EncoderDecoder):
         image_probs = (image_x @ text.t() * scale).softmax(dim=-1)  # [B, N]
         top = image_probs.topk(min(TOP_K, text.shape[0]), dim=-1).indices  # [B, k]
         keep = torch.zeros_like(image_probs, dtype=torch.bool).scatter_(1, top, True)  # [B, N]
-        group_scores = group_logits.masked_fill(~keep[:, None, :], float("-inf")).softmax(dim=-1) * group_probs
+        rows = group_logits.masked_fill(~keep[:, None, :], float("-inf")).softmax(dim=-1) * group_probs  # [B, G, N]
+        if self.with_bg:
+            # Background where no class reaches min(bg_thresh, the best group score of the crop); a pixel's class
+            # scores are its group's row, so the rule is decided per group.
+            thresh = rows.flatten(1).max(dim=1).values.clamp(max=self.bg_thresh)  # [B]
+            background = rows.max(dim=-1, keepdim=True).values < thresh[:, None, None]  # [B, G, 1]
+            rows = torch.cat([background.to(rows.dtype), rows], dim=-1)  # [B, G, C]
+        B, C = rows.shape[0], rows.shape[-1]
+        index = group_of_pixel.view(B, 1, -1).expand(-1, C, -1)  # [B, C, H*W]
+        return rows.transpose(1, 2).contiguous().gather(2, index).view(B, C, height, width)
 
-        # Each pixel gets its group's row (the reference's one-hot @ scores, which selects the same values).
-        B, N = group_scores.shape[0], group_scores.shape[-1]
-        index = group_of_pixel.reshape(B, -1, 1).expand(-1, -1, N)  # [B, H*W, N]
-        scores = group_scores.gather(1, index).transpose(1, 2).reshape(B, N, height, width)  # [B, N, H, W]
-        if not self.with_bg:
-            return scores
-        # Background where no class reaches min(bg_thresh, the best group score of the crop).
-        thresh = group_scores.flatten(1).max(dim=1).values.clamp(max=self.bg_thresh)  # [B]
-        background = scores.max(dim=1, keepdim=True).values < thresh[:, None, None, None]  # [B, 1, H, W]
-        return torch.cat([background.to(scores.dtype), scores], dim=1)
+    def slide_inference(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
+        """mmseg's sliding-window inference (same windows, sum, division by the per-pixel window count), with every
+        window of the batch through :meth:`encode_decode` at once. The windows of an image all have the same size."""
+        batch_size, _, height, width = inputs.shape
+        windows = slide_windows(height, width, self.test_cfg.crop_size, self.test_cfg.stride)
+        crops = torch.cat([inputs[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in windows])  # [windows * B, 3, h, w]
+        batch_img_metas[0]["img_shape"] = crops.shape[2:]  # the crop shape, as mmseg passes it
+        crop_logits = self.encode_decode(crops, batch_img_metas).split(batch_size)
+        preds = inputs.new_zeros((batch_size, self.out_channels, height, width))
+        count = inputs.new_zeros((batch_size, 1, height, width))
+        for (y1, y2, x1, x2), logits in zip(windows, crop_logits, strict=True):
+            preds[:, :, y1:y2, x1:x2] += logits
+            count[:, :, y1:y2, x1:x2] += 1
+        return preds.div_(count)
 
     def postprocess_result(self, seg_logits: Tensor, data_samples: OptSampleList = None) -> SampleList:
-        """mmseg's resize to the original size; the label is the argmax of the softmax (mmseg 0.x, lowest index
-        wins ties) rather than of the raw scores."""
-        data_samples = super().postprocess_result(seg_logits, data_samples)
-        for sample in data_samples:
-            sample.pred_sem_seg.data = sample.seg_logits.data.softmax(dim=0).argmax(dim=0, keepdim=True)
+        """mmseg's ``postprocess_result``: padding cut off, flip undone, bilinear resize to ``ori_shape`` (nothing of
+        this without ``data_samples``). The label is the reference's, the argmax of the softmax over channels (mmseg
+        0.x; the lowest index wins ties), instead of mmseg 1.x's argmax of the raw scores, which is not computed."""
+        metas = [None] * len(seg_logits) if data_samples is None else [s.metainfo for s in data_samples]
+        data_samples = data_samples or [SegDataSample() for _ in range(len(seg_logits))]
+        height, width = seg_logits.shape[-2:]
+        for i, (sample, meta) in enumerate(zip(data_samples, metas, strict=True)):
+            logits = seg_logits[i:i + 1]  # [1, C, H, W]
+            if meta is not None:
+                left, right, top, bottom = meta.get("img_padding_size", meta.get("padding_size", [0] * 4))
+                logits = logits[:, :, top:height - bottom, left:width - right]
+                if meta.get("flip"):
+                    direction = meta.get("flip_direction")
+                    assert direction in ("horizontal", "vertical"), direction
+                    logits = logits.flip(dims=(3,) if direction == "horizontal" else (2,))
+                logits = F.interpolate(logits, size=tuple(meta["ori_shape"][:2]), mode="bilinear",
+                                       align_corners=self.align_corners)
+            logits = logits[0]
+            # max(...).indices is argmax (the first maximum wins), several times faster over the channel axis
+            label = logits.softmax(dim=0).max(dim=0, keepdim=True).indices
+            sample.set_data({"seg_logits": PixelData(data=logits), "pred_sem_seg": PixelData(data=label)})
         return data_samples

@@ -1,0 +1,116 @@
+"""Zero-shot segmentation speed: images/s of the segmentor on VOC-sized inputs, reference-faithful path vs ours.
+
+    python benchmarks/seg_speed.py                       # yfcc + the small model, fp32, 1 thread
+    python benchmarks/seg_speed.py --cfg configs/group_vit_gcc_yfcc_30e.yml --repeats 5 --threads 2
+
+Inputs: Pascal VOC images after the VOC test pipeline (short side 448): 597x448 (a 500x375 photo, the most common
+VOC size), 448x597 (portrait) and 672x448 (500x333), normalised random pixels, sliding 448x448 windows with stride
+224 (2 windows each) as in the VOC config, 21 classes (VOC's text embedding). One image per call, as the evaluator
+runs; the time covers ``predict`` (windows, averaging, resize to the original size, label map).
+
+Variants, all on the same model and inputs, interleaved:
+- reference: the reference-faithful path (benchmarks/naive.py): mmseg's one-window-at-a-time slide_inference, the
+  image encoder twice per window, every stage's attention map resized, the reference's explicit attention and
+  Conv1d projectors;
+- reference-segmentor: the same segmentor structure on our current encoder (isolates the segmentor's share);
+- ours: the library segmentor (all windows of an image in one encoder batch, one pass per window, only the final
+  group map resized).
+The label maps of 'reference' and 'ours' are compared (pixels that differ, out of all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from common import (  # isort: skip  (benchmarks/ is not a package; common puts the project on sys.path)
+    BASIS_NOTE, Table, append_results, default_cfgs, machine_description, set_threads, time_interleaved, timing_basis)
+from naive import ReferenceSegInference, reference_faithful  # noqa: E402
+
+from datasets import Tokenize  # noqa: E402
+from models import build_model  # noqa: E402
+from segmentation.datasets import VOC_CLASSES  # noqa: E402
+from segmentation.evaluation import build_seg_inference, load_seg_config  # noqa: E402
+from utils.config import load_config  # noqa: E402
+
+VOC_CFG = "segmentation/configs/_base_/datasets/pascal_voc12.py"
+SIZES = ((448, 597), (597, 448), (448, 672))  # (H, W) after the VOC pipeline; originals 375x500, 500x375, 333x500
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser("GroupViT segmentation speed")
+    parser.add_argument("--cfg", nargs="+", default=default_cfgs(), help="configs with a model section")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (each runs every image size)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-results", action="store_true", help="do not append to benchmarks/RESULTS.md")
+    return parser.parse_args(argv)
+
+
+def build_segmentors(cfg_path: str, device: torch.device):
+    cfg = load_config(cfg_path)
+    torch.manual_seed(0)
+    model = build_model(cfg.model).to(device).eval()
+    seg_cfg = load_seg_config(Path(__file__).resolve().parents[1] / VOC_CFG)
+    ours = build_seg_inference(model, list(VOC_CLASSES), Tokenize(), seg_cfg)
+    return ours, ReferenceSegInference.like(ours, seg_cfg.data_preprocessor)
+
+
+def predict_all(seg, images: list[tuple[torch.Tensor, dict]], faithful_model: bool = False) -> list[torch.Tensor]:
+    from mmseg.structures import SegDataSample
+
+    labels = []
+    with torch.no_grad(), reference_faithful() if faithful_model else contextlib.nullcontext():
+        for img, meta in images:
+            labels.append(seg.predict(img, [SegDataSample(metainfo=dict(meta))])[0].pred_sem_seg.data)
+    return labels
+
+
+def bench_segmentors(cfg_path: str, images: list[tuple[torch.Tensor, dict]], repeats: int, device: torch.device,
+                     table: Table) -> str:
+    """Add one config's rows to ``table``; returns a note on how the label maps of 'ours' and 'reference' agree."""
+    ours, ref = build_segmentors(cfg_path, device)
+    variants = {"reference": lambda: predict_all(ref, images, faithful_model=True),
+                "reference-segmentor": lambda: predict_all(ref, images),
+                "ours": lambda: predict_all(ours, images)}
+    print(f"\n{Path(cfg_path).name}: {len(images)} images per call, sizes {SIZES}")
+    print(table.header())
+    timings = time_interleaved(variants, repeats, warmup=1, device=device)
+    for name, timing in timings.items():
+        table.add(Path(cfg_path).stem, name, timing.rate(len(images)), timing.wall_rate(len(images)),
+                  f"{timing.spread:.0%}", f"{timings['reference'].median / timing.median:.2f}x")
+    labels = predict_all(ours, images)
+    differ = sum(int((a != b).sum()) for a, b in zip(predict_all(ref, images, True), labels, strict=True))
+    note = (f"{Path(cfg_path).name}: the label maps of 'ours' and 'reference' differ at {differ} of "
+            f"{sum(label.numel() for label in labels)} pixels")
+    print(note)
+    return note
+
+
+def main(argv: Sequence[str] | None = None) -> Table:
+    args = parse_args(argv)
+    set_threads(args.threads)
+    device = torch.device(args.device)
+    machine = machine_description(device)
+    print(machine)
+    table = Table(["model", "variant", "images/s", "wall images/s", "spread", "speed-up vs reference"], [])
+    notes = []
+    generator = torch.Generator().manual_seed(0)
+    images = [(torch.randn(1, 3, h, w, generator=generator).to(device),
+               dict(ori_shape=(h * 375 // 448, w * 375 // 448), img_shape=(h, w))) for h, w in SIZES]
+    for cfg_path in args.cfg:
+        notes.append(bench_segmentors(cfg_path, images, args.repeats, device, table))
+    notes.append(BASIS_NOTE[timing_basis(device)])
+    notes.append("random weights (seed 0); speed does not depend on the weights' values. Spread = (max - min) / median "
+                 "of the repetitions.")
+    if not args.no_results:
+        append_results("Segmentation speed (VOC-sized inputs, slide 448/224)", machine, [table], notes)
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""The fast paths compute what the reference-faithful ones compute (benchmarks/naive.py holds the latter).
+
+Segmentation: batched sliding windows = mmseg's one-window-at-a-time ``slide_inference`` (same windows, same sums);
+our ``postprocess_result`` = mmseg's resize/flip/padding handling with the reference's label; ``encode_decode`` with one
+encoder pass = the reference's two passes. Model: text truncated to the longest caption, captions and prompts encoded
+apart, Linear projectors and fused attention = the reference-faithful computations, in values and in gradients.
+"""
+
+import copy
+
+import segmentation  # noqa: F401  (first: installs the mmcv._ext stand-in that mmseg.models needs)
+
+# isort: split
+import pytest
+import torch
+from mmseg.models import EncoderDecoder
+from mmseg.models.segmentors.base import BaseSegmentor
+from mmseg.structures import SegDataSample
+
+from benchmarks.naive import ReferenceSegInference, reference_faithful, reference_project
+from datasets import Tokenize
+from models.multi_label_contrastive import ProjectMLP
+from models.transformer import attention, explicit_attention, used_length
+from segmentation.evaluation import build_seg_inference, load_seg_config
+from segmentation.evaluation.group_vit_seg import slide_windows
+
+VOC_CFG = "segmentation/configs/_base_/datasets/pascal_voc12.py"
+SIZES = [(448, 592), (592, 448), (448, 448), (300, 500), (200, 300), (449, 900), (900, 460)]
+
+
+@pytest.fixture(scope="module")
+def seg_model(tiny_model, golden):
+    return build_seg_inference(tiny_model, golden["seg"]["classes"], Tokenize(), load_seg_config(VOC_CFG))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_slide_windows_are_mmsegs(seg_model, size):
+    """The windows mmseg's loop visits (read back from crops of an image whose pixels hold their coordinates)."""
+    height, width = size
+    image = torch.stack(torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")).float()
+    image = torch.cat([image, torch.zeros(1, height, width)])[None]  # [1, 3, H, W]: row, column, 0
+    seen = []
+
+    def record(crop, metas):
+        seen.append((int(crop[0, 0, 0, 0]), int(crop[0, 0, 0, 0]) + crop.shape[2],
+                     int(crop[0, 1, 0, 0]), int(crop[0, 1, 0, 0]) + crop.shape[3]))
+        return crop.new_zeros(1, seg_model.out_channels, *crop.shape[2:])
+
+    stub = copy.copy(seg_model)
+    stub.encode_decode = record
+    EncoderDecoder.slide_inference(stub, image, [dict(ori_shape=size, img_shape=size)])
+    assert slide_windows(height, width, seg_model.test_cfg.crop_size, seg_model.test_cfg.stride) == seen
+    assert len({(y2 - y1, x2 - x1) for y1, y2, x1, x2 in seen}) == 1  # all windows of an image have one size
+
+
+@pytest.mark.parametrize("size", [(448, 592), (300, 500), (449, 900)])
+def test_batched_slide_equals_one_window_at_a_time(seg_model, golden, size):
+    generator = torch.Generator().manual_seed(sum(size))
+    image = golden["inputs"]["img_rect"] if size == (448, 592) else torch.randn(2, 3, *size, generator=generator)
+    metas = [dict(ori_shape=size, img_shape=size) for _ in range(len(image))]
+    crops = []
+    encode_decode = seg_model.encode_decode
+
+    def recording(inputs, batch_img_metas):
+        crops.append(len(inputs))
+        return encode_decode(inputs, batch_img_metas)
+
+    stub = copy.copy(seg_model)
+    stub.encode_decode = recording
+    with torch.no_grad():
+        fast = stub.slide_inference(image, [dict(m) for m in metas])
+        calls = len(crops)
+        one_by_one = EncoderDecoder.slide_inference(stub, image, [dict(m) for m in metas])
+    windows = slide_windows(*size, seg_model.test_cfg.crop_size, seg_model.test_cfg.stride)
+    assert calls == 1 and crops[0] == len(windows) * len(image)  # every window of the batch in one encoder pass
+    assert crops[1:] == [len(image)] * len(windows)
+    torch.testing.assert_close(fast, one_by_one, atol=1e-5, rtol=0)
+    assert torch.equal(fast.argmax(dim=1), one_by_one.argmax(dim=1))
+
+
+@pytest.mark.parametrize("meta", [
+    dict(ori_shape=(336, 444)),
+    dict(ori_shape=(300, 200), padding_size=[3, 5, 2, 4], flip=True, flip_direction="horizontal"),
+    dict(ori_shape=(120, 90), img_padding_size=[0, 7, 9, 0], flip=True, flip_direction="vertical"),
+])
+def test_postprocess_is_mmsegs_with_the_reference_label(seg_model, meta):
+    logits = torch.randn(1, seg_model.out_channels, 60, 80, generator=torch.Generator().manual_seed(0))
+    logits[:, 3] = logits[:, 5]  # exact ties: the lowest index wins
+    ours = seg_model.postprocess_result(logits, [SegDataSample(metainfo=meta)])[0]
+    theirs = BaseSegmentor.postprocess_result(seg_model, logits, [SegDataSample(metainfo=meta)])[0]
+    assert torch.equal(ours.seg_logits.data, theirs.seg_logits.data)
+    assert torch.equal(ours.pred_sem_seg.data, theirs.seg_logits.data.softmax(dim=0).argmax(dim=0, keepdim=True))
+    bare = seg_model.postprocess_result(logits, None)[0]  # no samples: no resize, as mmseg
+    assert torch.equal(bare.seg_logits.data, logits[0])
+
+
+def test_encode_decode_equals_reference_two_passes(seg_model, golden):
+    ref = ReferenceSegInference.like(seg_model, load_seg_config(VOC_CFG).data_preprocessor)
+    metas = [dict(ori_shape=(448, 592), img_shape=(448, 592))]
+    image = golden["inputs"]["img_rect"]
+    with torch.no_grad():
+        ours = seg_model.encode_decode(image, metas)
+        with reference_faithful():
+            theirs = ref.encode_decode(image, metas)
+            groups = ref.get_attn_maps(image)[-1][0]  # [H, W, G]
+    top2 = groups.topk(2, dim=-1).values
+    stable = (top2[..., 0] - top2[..., 1]) > 1e-4  # pixels whose group cannot flip between kernels
+    assert stable.float().mean() > 0.99
+    assert (ours - theirs).abs()[..., stable].max() < 1e-5
+    with torch.no_grad():
+        sample = SegDataSample(metainfo=dict(metas[0]))
+        with reference_faithful():
+            label_ref = ref.predict(image, [sample])[0].pred_sem_seg.data
+        label = seg_model.predict(image, [SegDataSample(metainfo=dict(metas[0]))])[0].pred_sem_seg.data
+    assert (label != label_ref).sum() <= (~stable).sum()
+
+
+def mixed_text(batch: int = 4) -> torch.Tensor:
+    """[B, 4, 77]: captions of very different lengths (one of 77 tokens) and short prompts."""
+    g = torch.Generator().manual_seed(3)
+    text = torch.zeros(batch, 4, 77, dtype=torch.long)
+    for b in range(batch):
+        for s, n in enumerate([(3, 75, 20, 9)[b % 4], 6, 8 + b, 5]):
+            text[b, s, 0] = 49406
+            text[b, s, 1:n + 1] = torch.randint(1, 49406, (n,), generator=g)
+            text[b, s, n + 1] = 49407
+    return text
+
+
+def train_pass(model, image, text, faithful: bool):
+    torch.manual_seed(0)  # the same Gumbel noise and DropPath masks
+    with reference_faithful() if faithful else torch.enable_grad():
+        losses = model.forward_train(image, text)
+    sum(losses.values()).backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return losses, grads
+
+
+def test_training_pass_equals_reference_faithful(tiny_model):
+    model = copy.deepcopy(tiny_model).train()
+    image = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    text = mixed_text()
+    ours, our_grads = train_pass(model, image, text, faithful=False)
+    theirs, their_grads = train_pass(model, image, text, faithful=True)
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], atol=2e-5, rtol=1e-5)
+    assert set(our_grads) == set(their_grads)
+    for name, grad in our_grads.items():  # float32 rounding (measured: at most 3e-5, 2e-5 of the scale)
+        ref = their_grads[name]
+        assert (grad - ref).abs().max() <= 1e-4 * ref.abs().max() + 1e-5, name
+
+
+def test_text_tower_runs_only_the_used_positions(tiny_model):
+    text = mixed_text()
+    with torch.no_grad():
+        ours = tiny_model.encode_text(text, as_dict=True)
+        single = tiny_model.encode_text(text[:, 0])
+        with reference_faithful():
+            theirs = tiny_model.encode_text(text, as_dict=True)
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(single, ours["text_x"], atol=2e-6, rtol=1e-5)
+    assert [used_length(torch.tensor([e]), 77) for e in (0, 7, 8, 40, 71, 72, 76)] == [8, 8, 16, 48, 72, 77, 77]
+    assert used_length(torch.zeros(0, dtype=torch.long), 77) == 77
+
+
+@pytest.mark.parametrize("shape", [(6, 32), (3, 5, 32)])
+def test_linear_projector_equals_conv1d(shape):
+    torch.manual_seed(0)
+    ours = ProjectMLP(32, 64, 16).train()
+    theirs = copy.deepcopy(ours)
+    x = torch.randn(shape, requires_grad=True)
+    out, ref = ours(x), reference_project(theirs, x)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    grad, ref_grad = torch.autograd.grad(out.square().sum(), x)[0], torch.autograd.grad(ref.square().sum(), x)[0]
+    torch.testing.assert_close(grad, ref_grad, atol=1e-6, rtol=1e-5)
+    for name, value in ours.state_dict().items():  # the same BatchNorm statistics (pooled over batch and tokens)
+        torch.testing.assert_close(value, theirs.state_dict()[name], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_kernels_agree(causal):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 10, 8, generator=g, requires_grad=True) for _ in range(3))
+    fused = attention(q, k, v, 0.3, is_causal=causal)
+    written = explicit_attention(q, k, v, 0.3, is_causal=causal)
+    torch.testing.assert_close(fused, written, atol=1e-6, rtol=1e-5)
+    low = [t.detach().bfloat16().requires_grad_() for t in (q, k, v)]
+    out = attention(*low, 0.3, is_causal=causal)  # the CPU bf16 training path (explicit)
+    out.float().sum().backward()
+    torch.testing.assert_close(out.float(), written.detach(), atol=3e-2, rtol=3e-2)
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in low)
+
+
+def test_autocast_keeps_losses_and_assignments_in_float32(tiny_model):
+    image = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = tiny_model.forward_train(image, mixed_text(2))
+        attn = tiny_model.img_encoder(image, return_attn=True, as_dict=True)["attn_dicts"]
+    assert all(v.dtype == torch.float32 for v in losses.values())
+    assert attn[0]["soft"].dtype == attn[0]["hard"].dtype == torch.float32
+
+
+def test_compile_towers_keeps_the_checkpoint_layout(tiny_model):
+    model = copy.deepcopy(tiny_model)
+    keys = list(model.state_dict())
+    model.compile_towers()
+    assert list(model.state_dict()) == keys
+    assert all(m._compiled_call_impl is not None for m in (model.img_encoder, model.text_encoder.transformer,
+                                                            model.img_projector, model.text_projector))
