@@ -4,6 +4,7 @@ from .coco_object import COCO_OBJECT_CLASSES, COCOObjectDataset
 from .palette import distinct_colors
 from .pascal_context import CONTEXT_CLASSES, GroupViTPascalContextDataset
 from .pascal_voc import VOC_CLASSES, GroupViTPascalVOCDataset
+from .synthetic import SyntheticShapesDataset  # noqa: F401  (registers it)
 from .vocab import parse_vocab, with_vocab
 
 __all__ = [

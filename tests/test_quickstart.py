@@ -1,0 +1,167 @@
+"""The main command, shortened: a tiny world, one epoch of a few iterations, every artefact and every number.
+
+The reported numbers must equal numbers recomputed here from what the run wrote: the mIoUs from the label-map
+PNGs and the ground-truth masks (a numpy confusion matrix), the chance mIoU from the masks, top-1/top-5 from the
+per-image predictions (whose targets must be the labels stored in the classification shards, and whose accuracy
+the project's own validate_cls must reproduce), and the curves from the TensorBoard events.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import quickstart  # noqa: E402
+
+NUM_CLASSES = 9  # background + 8 shapes
+ARGS = ["--train-samples", "48", "--seg-images", "5", "--cls-images", "12", "--epochs", "1", "--batch-size", "16",
+        "--pictures", "2", "--workers", "1", "--threads", "2"]
+OPTS = ["--opts", "print_freq=1", "data.num_workers=0", "data.shuffle_buffer=16"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[dict, Path, Path, str]:
+    """One shortened run of the pipeline: (results, output folder, data folder, printed text)."""
+    tmp = tmp_path_factory.mktemp("quickstart")
+    out, data = tmp / "out", tmp / "data"
+    from io import StringIO
+    from unittest import mock
+
+    printed = StringIO()
+    with mock.patch("sys.stdout", printed):
+        results = quickstart.main([*ARGS, "--output", str(out), "--data-dir", str(data), *OPTS])
+    return results, out, data, printed.getvalue()
+
+
+def confusion(gt_dir: Path, pred_dir: Path, names: list[str]) -> np.ndarray:
+    hist = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    for name in names:
+        gt = np.asarray(Image.open(gt_dir / f"{name}.png")).astype(np.int64)
+        pred = np.asarray(Image.open(pred_dir / f"{name}.png")).astype(np.int64)
+        assert pred.shape == gt.shape
+        hist += np.bincount(NUM_CLASSES * gt.ravel() + pred.ravel(), minlength=NUM_CLASSES ** 2).reshape(
+            NUM_CLASSES, NUM_CLASSES)
+    return hist
+
+
+def miou(hist: np.ndarray) -> tuple[float, list[float | None]]:
+    """mmseg's mIoU (x100, rounded to 2 decimals): NaN-mean over classes, NaN = in neither GT nor prediction."""
+    inter = np.diag(hist).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        iou = inter / (hist.sum(0) + hist.sum(1) - inter)
+    return round(float(np.nanmean(iou)) * 100, 2), [None if np.isnan(v) else round(v * 100, 2) for v in iou]
+
+
+def seg_names(data: Path) -> list[str]:
+    return (data / "seg" / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+
+
+@pytest.mark.slow
+def test_every_artefact_exists(run):
+    results, out, data, printed = run
+    paths = results["paths"]
+    for key in ("config", "checkpoint", "train_log", "results", "cls_predictions", "curves", "curves_data"):
+        assert Path(paths[key]).is_file() and Path(paths[key]).stat().st_size > 0, key
+    assert list(Path(paths["tensorboard"]).glob("events.out.tfevents.*"))
+    assert Path(paths["results"]) == out / "quickstart_results.json"
+    assert json.loads(Path(paths["results"]).read_text()) == json.loads(json.dumps(results))
+    names = seg_names(data)
+    for key in ("predictions", "predictions_untrained"):
+        assert sorted(p.stem for p in Path(paths[key]).glob("*.png")) == sorted(names)
+    expected = {out / "pictures" / mode / f"{name}.png" for mode in quickstart.PICTURE_MODES for name in names[:2]}
+    assert set(map(Path, paths["pictures"])) == expected | {out / "pictures" / "overview.png"}
+    for picture in [*expected, out / "pictures" / "overview.png", Path(paths["curves"])]:
+        with Image.open(picture) as img:
+            assert img.format == "PNG" and min(img.size) >= quickstart.PICTURE_SIDE // 2
+    # what the summary points to
+    for key in ("curves", "checkpoint", "results", "predictions"):
+        assert paths[key] in printed
+    assert "mIoU trained" in printed and "mIoU untrained" in printed and "mIoU chance" in printed
+
+
+@pytest.mark.slow
+def test_reported_numbers_are_recomputed(run):
+    results, out, data, printed = run
+    names, gt_dir = seg_names(data), data / "seg" / "SegmentationClass"
+    for key, folder in (("seg", "predictions"), ("seg_untrained", "predictions_untrained")):
+        value, per_class = miou(confusion(gt_dir, Path(results["paths"][folder]), names))
+        assert results[key]["mIoU"] == pytest.approx(value, abs=0.011), key
+        assert list(results[key]["IoU"].values()) == pytest.approx(per_class, abs=0.011), key
+    assert results["miou"] == results["seg"]["mIoU"] and results["miou_untrained"] == results["seg_untrained"]["mIoU"]
+    assert f"mIoU trained    {results['miou']:6.2f}" in printed
+    assert f"mIoU untrained  {results['miou_untrained']:6.2f}" in printed
+
+    # chance: predicting background everywhere
+    hist = confusion(gt_dir, gt_dir, names)  # diagonal: the ground-truth pixel counts per class
+    counts = np.diag(hist)
+    all_background = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    all_background[:, 0] = counts
+    assert results["miou_chance"]["all_background"] == pytest.approx(miou(all_background)[0], abs=0.011)
+    assert f"mIoU chance     {results['miou_chance']['all_background']:6.2f}" in printed
+
+    # classification: targets are the shards' labels; accuracy recomputed, and reproduced by validate_cls
+    cls = json.loads(Path(results["paths"]["cls_predictions"]).read_text())
+    labels = []
+    for shard in sorted((data / "cls").glob("synthetic-cls-*.tar")):
+        with tarfile.open(shard) as tar:
+            labels += [int(tar.extractfile(m).read()) for m in sorted(tar.getmembers(), key=lambda m: m.name)
+                       if m.name.endswith(".cls")]
+    assert cls["targets"] == labels and len(cls["top5"]) == len(labels) == 12
+    top1 = 100 * np.mean([t == p[0] for t, p in zip(cls["targets"], cls["top5"], strict=True)])
+    top5 = 100 * np.mean([t in p for t, p in zip(cls["targets"], cls["top5"], strict=True)])
+    assert results["top1"] == pytest.approx(top1) and results["top5"] == pytest.approx(top5)
+
+    from datasets.builder import build_val_loader
+    from segmentation.runtime import load_eval_model
+    from utils.config import load_config
+    from utils.training import Precision, validate_cls
+
+    cfg = load_config(results["paths"]["config"])
+    model, _ = load_eval_model(cfg, results["paths"]["checkpoint"], torch.device("cpu"))
+    reference = validate_cls(cfg, model, build_val_loader(cfg.data), Precision("fp32", None, False),
+                             torch.device("cpu"))
+    assert reference["acc1"] == pytest.approx(results["top1"]) and reference["num_images"] == 12
+
+    # curves: the TensorBoard scalars; the last epoch's evaluation is the final model's
+    curves = json.loads(Path(results["paths"]["curves_data"]).read_text())
+    scalars = quickstart.read_scalars(Path(results["paths"]["tensorboard"]))
+    iterations = 48 // 16
+    assert [step for step, _ in curves["loss"]["total_loss"]] == list(range(iterations))
+    assert curves["loss"]["total_loss"] == [list(v) for v in scalars["iter/total_loss"]]
+    assert curves["metrics"]["mIoU"][0] == [0, results["miou_untrained"]]
+    assert curves["metrics"]["mIoU"][-1][1] == pytest.approx(results["miou"], abs=0.006)
+    assert curves["metrics"]["top-1"][-1][1] == pytest.approx(results["top1"])
+    assert curves["chance_miou"] == results["miou_chance"]["all_background"]
+    assert results["time"]["total_wall_s"] > 0 and set(results["time"]["phases"]) >= {"data", "training"}
+
+
+@pytest.mark.slow
+def test_existing_world_is_reused(run):
+    """A second run with the same parameters does not regenerate the world: every file keeps its time stamp."""
+    _, _, data, _ = run
+    args = quickstart.parse_args([*ARGS, "--data-dir", str(data)])
+    args.data_dir = data
+    before = {p: p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file()}
+    messages: list[str] = []
+    quickstart.ensure_data(args, 64, messages.append)
+    assert "not regenerated" in messages[0]
+    assert {p: p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file()} == before
+
+
+def test_shell_entry_point():
+    script = ROOT / "quickstart.sh"
+    assert script.stat().st_mode & 0o111
+    text = script.read_text()
+    assert "tools/setup_env.sh" in text and ".venv/bin/python tools/quickstart.py \"$@\"" in text
+    subprocess.run(["bash", "-n", str(script)], check=True)
