@@ -39,14 +39,19 @@ from omegaconf import DictConfig  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from datasets import Tokenize  # noqa: E402
-from demo.demo_seg import DATASETS, DEFAULT_CFG, pick_device  # noqa: E402
 from models import build_model  # noqa: E402
 from segmentation.app_support import ImageSegmentation, segment_array  # noqa: E402
 from segmentation.datasets import parse_vocab, with_vocab  # noqa: E402
 from segmentation.datasets.vocab import BACKGROUND  # noqa: E402
 from segmentation.evaluation import GroupViTSegInference, build_seg_inference, load_seg_config  # noqa: E402
 from segmentation.inference import read_image  # noqa: E402
-from segmentation.runtime import experiment_config, load_eval_model  # noqa: E402
+from segmentation.runtime import (  # noqa: E402,E501
+    DEFAULT_CFG,
+    DEMO_DATASETS,
+    experiment_config,
+    load_eval_model,
+    pick_device,
+)
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
@@ -94,7 +99,7 @@ def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, DictConfig, b
 
 def preset_vocabulary(dataset: str) -> str:
     """A dataset's class names (background excepted), comma-separated, for the vocabulary box."""
-    return ", ".join(DATASETS[dataset][1]["classes"][1:])
+    return ", ".join(DEMO_DATASETS[dataset][1]["classes"][1:])
 
 
 def resolve_vocabulary(text: str) -> tuple[str, dict[str, list]]:
@@ -108,10 +113,10 @@ def resolve_vocabulary(text: str) -> tuple[str, dict[str, list]]:
         raise UserError("the vocabulary is empty: type class names separated by commas (e.g. 'cup, saucer, "
                         "spoon') or pick a preset")
     given = {n.lower() for n in names}
-    for dataset, (_, meta) in sorted(DATASETS.items(), key=lambda item: -len(item[1][1]["classes"])):
+    for dataset, (_, meta) in sorted(DEMO_DATASETS.items(), key=lambda item: -len(item[1][1]["classes"])):
         if {c.lower() for c in meta["classes"][1:]} <= given:
             return dataset, with_vocab(meta, names)
-    return "voc", with_vocab(DATASETS["voc"][1], names, vocab_only=True)
+    return "voc", with_vocab(DEMO_DATASETS["voc"][1], names, vocab_only=True)
 
 
 def check_threshold(value: float | str | None) -> float | None:
@@ -168,7 +173,7 @@ class Segmenter:
     def _segmentor(self, dataset: str, meta: dict[str, list]) -> tuple[GroupViTSegInference, Config]:
         key = (dataset, tuple(meta["classes"]))
         if key not in self._segmentors:
-            seg_cfg = load_seg_config(DATASETS[dataset][0], ["test_cfg.mode=whole", *self.cfg.evaluate.seg.opts])
+            seg_cfg = load_seg_config(DEMO_DATASETS[dataset][0], ["test_cfg.mode=whole", *self.cfg.evaluate.seg.opts])
             seg_model = build_seg_inference(self.model, meta, Tokenize(), seg_cfg, self.cfg.evaluate.seg.template)
             self._segmentors[key] = seg_model, seg_cfg
             while len(self._segmentors) > SEGMENTOR_CACHE:

@@ -22,29 +22,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # demo/ is not a package: import the project's packages from the repository root
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from datasets import Tokenize  # noqa: E402
-from segmentation.datasets import (  # noqa: E402
-    COCOObjectDataset,
-    GroupViTPascalContextDataset,
-    GroupViTPascalVOCDataset,
-    with_vocab,
-)
+from segmentation.datasets import with_vocab  # noqa: E402
 from segmentation.evaluation import build_seg_inference, load_seg_config  # noqa: E402
 from segmentation.inference import read_image, segment_image  # noqa: E402
-from segmentation.runtime import experiment_config, load_eval_model  # noqa: E402
+from segmentation.runtime import (  # noqa: E402,E501
+    DEFAULT_CFG,
+    DEMO_DATASETS,
+    experiment_config,
+    load_eval_model,
+    pick_device,
+)
 from segmentation.vis import VIS_MODES, check_palette_png, check_vis_modes, visualize_sample  # noqa: E402
 from utils.cli import make_output_dir, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-
-_DATASET_CFGS = ROOT / "segmentation" / "configs" / "_base_" / "datasets"
-DATASETS = {  # --dataset: (dataset config, class names and colours)
-    "voc": (_DATASET_CFGS / "pascal_voc12.py", GroupViTPascalVOCDataset.METAINFO),
-    "context": (_DATASET_CFGS / "pascal_context.py", GroupViTPascalContextDataset.METAINFO),
-    "coco": (_DATASET_CFGS / "coco.py", COCOObjectDataset.METAINFO),
-}
-DEFAULT_CFG = ROOT / "configs" / "default.yml"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vis", nargs="+", default=["input_pred_label", "final_group"], metavar="MODE",
                         help=f"visualisations to write (default: input_pred_label final_group): {', '.join(VIS_MODES)}")
     parser.add_argument("--device", help="torch device (default: cuda:0 when available, else cpu)")
-    parser.add_argument("--dataset", default="voc", choices=list(DATASETS), help="class names to segment with")
+    parser.add_argument("--dataset", default="voc", choices=list(DEMO_DATASETS), help="class names to segment with")
     parser.add_argument("--input", required=True, help="image file")
     parser.add_argument("--output_dir", default="demo/output", help="output folder (default demo/output)")
     parser.add_argument("--vocab", nargs="+", metavar="NAME",
@@ -64,18 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vocab-only", action="store_true", help="segment with background and the --vocab names only")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return parser.parse_args(argv)
-
-
-def pick_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise UserError(f"unknown --device {name!r}") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here (use --device cpu)")
-    return device
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
@@ -87,7 +67,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     out_dir = make_output_dir(args.output_dir) / "vis_imgs"
     device = pick_device(args.device)
     args.cfg = args.cfg or str(DEFAULT_CFG)
-    dataset_cfg, meta = DATASETS[args.dataset]
+    dataset_cfg, meta = DEMO_DATASETS[args.dataset]
     meta = with_vocab(meta, args.vocab, args.vocab_only) if args.vocab else meta
     if "pred" in modes:
         check_palette_png(len(meta["classes"]))
