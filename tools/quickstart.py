@@ -97,9 +97,6 @@ class Timer:
         yield
         self.phases[name] = {"wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(cpu_seconds() - cpu, 1)}
 
-    def total(self) -> dict[str, float]:
-        return {k: round(sum(p[k] for p in self.phases.values()), 1) for k in ("wall_s", "cpu_s")}
-
 
 # --------------------------------------------------------------------------------------------- data
 
@@ -421,7 +418,8 @@ def summary(r: dict[str, Any]) -> str:
     p, t, m = r["paths"], r["time"], r["machine"]
     chance = r["miou_chance"]
     lines = [
-        "", "=" * 100, "GroupViT quickstart: zero-shot segmentation emerged from captions alone", "=" * 100,
+        "", "=" * 100, "GroupViT quickstart: zero-shot segmentation and classification, learned from captions alone",
+        "=" * 100,
         f"  held-out segmentation ({r['seg']['num_images']} images, 8 classes + background, background included):",
         f"    mIoU trained    {r['miou']:6.2f}",
         f"    mIoU untrained  {r['miou_untrained']:6.2f}   (same model before training)",
