@@ -69,7 +69,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--steps", type=int, default=15, help="timed training steps per variant")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (after compilation)")
-    parser.add_argument("--seg-images", type=int, default=10, help="timed images per segmentation variant")
+    parser.add_argument("--seg-images", type=int, default=10,
+                        help="timed images per segmentation variant (0 skips the segmentation stage)")
     parser.add_argument("--time-budget", type=float, default=300,
                         help="seconds; a stage that would not fit in what is left is skipped")
     parser.add_argument("--peak-tflops", type=float, nargs=3, metavar=("BF16", "TF32", "FP32"),
@@ -258,8 +259,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     eager = [v for v in args.variants if not v.endswith("compile")]
     for variant in eager:
         run.stage(f"training {variant}", 30, lambda v=variant: train_variant(run, cfg, v, batch, flops))
-    print(run.seg_table.header(), flush=True)
-    run.stage("segmentation", 40, lambda: seg_stage(run, cfg))
+    if args.seg_images > 0:
+        print(run.seg_table.header(), flush=True)
+        run.stage("segmentation", 40, lambda: seg_stage(run, cfg))
     for variant in (v for v in args.variants if v not in eager):  # last: compiling takes the longest
         run.stage(f"training {variant}", 150, lambda v=variant: train_variant(run, cfg, v, batch, flops))
     print(f"results in {run.out}/results.json and {run.out}/RESULTS.md ({run.results['elapsed_s']} s)")

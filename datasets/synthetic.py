@@ -1,4 +1,4 @@
-"""A synthetic image-caption world in which segmentation emerges within minutes on a CPU (seeded, deterministic).
+"""A synthetic image-caption world small enough to train GroupViT on a CPU in minutes (seeded, deterministic).
 
 Scenes: 2-4 objects of 8 classes on a cluttered background. Each class has a distinct shape *and* a signature
 colour (hue jittered by a few degrees, saturation and brightness varied), so a small model can tell the classes
