@@ -16,7 +16,7 @@ from mmseg.structures import SegDataSample
 
 from .evaluation.group_vit_seg import GroupViTSegInference
 from .inference import segment_image
-from .vis import GROUP_MODES, check_vis_modes, denormalize, render
+from .vis import check_vis_modes, render, sample_layers
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,7 @@ class ImageSegmentation:
 def render_pictures(seg_model: GroupViTSegInference, inputs: torch.Tensor, sample: SegDataSample,
                     modes: Sequence[str]) -> dict[str, list[np.ndarray]]:
     """The pictures ``vis.visualize_sample`` writes, per mode, as RGB arrays at the original image size."""
-    height, width = sample.metainfo["img_shape"][:2]
-    inputs = inputs[..., :height, :width]
-    prep = seg_model.data_preprocessor
-    image = denormalize(inputs[0], prep.mean, prep.std, sample.metainfo["ori_shape"])
-    label = sample.pred_sem_seg.data[0].cpu().numpy()
-    group_maps = []
-    if any(mode in GROUP_MODES for mode in modes):
-        group_maps = [m[0] for m in seg_model.get_attn_maps(inputs)]  # whole resized image, [h, w, G_k]
+    image, label, group_maps = sample_layers(seg_model, inputs, sample, modes)
     palette = np.asarray(seg_model.palette, dtype=np.uint8).reshape(-1, 3)
     return {mode: [np.asarray(img.convert("RGB")) for _, img in
                    render(mode, image, label, seg_model.classes, palette, seg_model.with_bg, group_maps)]

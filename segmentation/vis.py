@@ -138,17 +138,25 @@ def save_vis(out_dir: str | Path, name: str, modes: Sequence[str], image: np.nda
 
 
 @torch.no_grad()
-def visualize_sample(seg_model: GroupViTSegInference, inputs: torch.Tensor, sample: SegDataSample,
-                     modes: Sequence[str], out_dir: str | Path, name: str) -> list[Path]:
-    """Visualise one predicted sample; ``inputs`` [1, 3, h, w] is the normalised network input."""
+def sample_layers(seg_model: GroupViTSegInference, inputs: torch.Tensor, sample: SegDataSample, modes: Sequence[str]
+                  ) -> tuple[np.ndarray, np.ndarray, list[torch.Tensor]]:
+    """What the pictures of one predicted sample are drawn from: the image (RGB uint8, original size), the label map
+    and, when a group mode is asked for, each stage's group map [h, w, G_k]. ``inputs`` [1, 3, h, w] is the
+    normalised network input."""
     height, width = sample.metainfo["img_shape"][:2]
     inputs = inputs[..., :height, :width]
-    ori_shape = sample.metainfo["ori_shape"]
     prep = seg_model.data_preprocessor
-    image = denormalize(inputs[0], prep.mean, prep.std, ori_shape)
+    image = denormalize(inputs[0], prep.mean, prep.std, sample.metainfo["ori_shape"])
     label = sample.pred_sem_seg.data[0].cpu().numpy()
     group_maps = []
     if any(mode in GROUP_MODES for mode in modes):
         group_maps = [m[0] for m in seg_model.get_attn_maps(inputs)]  # whole resized image, [h, w, G_k]
+    return image, label, group_maps
+
+
+def visualize_sample(seg_model: GroupViTSegInference, inputs: torch.Tensor, sample: SegDataSample,
+                     modes: Sequence[str], out_dir: str | Path, name: str) -> list[Path]:
+    """Visualise one predicted sample into ``out_dir/<mode>/<name>*.png``; returns the paths."""
+    image, label, group_maps = sample_layers(seg_model, inputs, sample, modes)
     return save_vis(out_dir, name, modes, image, label, seg_model.classes, seg_model.palette, seg_model.with_bg,
                     group_maps)
