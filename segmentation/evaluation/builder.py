@@ -3,7 +3,7 @@
 The dataset configs (``segmentation/configs/_base_/datasets/*.py``) are mmengine configs with the keys
 ``data_root``, ``test_pipeline``, ``test_dataloader`` (``num_workers`` and the ``dataset``, read relative to
 ``data_root``), ``data_preprocessor`` and ``test_cfg`` (the segmentor's ``bg_thresh``, ``mode``, ``stride``,
-``crop_size``).
+``crop_size``); what they share lives in ``segmentation/configs/_base_/zero_shot.py``, which they inherit.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 # The synthetic world's held-out segmentation set (tools/make_synthetic_data.py, tools/quickstart.py): 8 shape
-# classes + background, classes and colours read from the set's dataset.json. An mmengine config; override keys
-# with `--opts "evaluate.seg.opts=[key=value,...]"`, e.g. data_root=/path/to/synthetic/seg, test_cfg.bg_thresh=0.5.
+# classes + background, classes and colours read from the set's dataset.json. An mmengine config (preprocessing
+# from ../zero_shot.py). Override keys with `--opts "evaluate.seg.opts=[key=value,...]"`, e.g.
+# data_root=/path/to/synthetic/seg, test_cfg.bg_thresh=0.5.
+_base_ = ['../zero_shot.py']
 data_root = 'local_data/synthetic/seg'  # the dataset below is read relative to this folder
 
 # No resize: the images are generated at the training resolution (data.img_aug.img_size), and the model sees them
@@ -18,9 +20,5 @@ test_dataloader = dict(
         ann_file='ImageSets/Segmentation/val.txt',
         pipeline=test_pipeline))
 
-# BGR -> RGB, then ImageNet mean/std (x255), as in training.
-data_preprocessor = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
-
-# Segmentor: background where no class scores at least min(bg_thresh, best group score); the whole image at once.
 # bg_thresh was tuned on a validation set (the seg split of another world seed), not on this held-out set.
-test_cfg = dict(bg_thresh=0.95, mode='whole')
+test_cfg = dict(_delete_=True, bg_thresh=0.95, mode='whole')
