@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from datasets.builder import build_train_loader, build_val_loader
 from models import build_model
 from utils.checkpoint import auto_resume_helper, load_checkpoint, load_model_state, remove_partial_saves
-from utils.cli import make_output_dir, run_cli
+from utils.cli import add_debug_flag, make_output_dir, run_cli
 from utils.config import get_config
 from utils.distributed import get_rank, get_world_size, init_distributed, is_dist
 from utils.errors import UserError
@@ -60,7 +60,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
     parser.add_argument("--keep", type=int, help="number of epoch checkpoints to keep (checkpoint.max_kept)")
     parser.add_argument("--local_rank", "--local-rank", type=int, help="set by torch.distributed.launch; optional")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 

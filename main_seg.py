@@ -18,7 +18,7 @@ import json
 from segmentation.evaluation import evaluate_seg
 from segmentation.runtime import close_distributed, experiment_config, load_eval_model
 from segmentation.vis import VIS_MODES, check_vis_modes
-from utils.cli import make_output_dir, run_cli
+from utils.cli import add_debug_flag, make_output_dir, run_cli
 from utils.config import cfg_to_dict
 from utils.distributed import get_rank, init_distributed
 from utils.logger import get_logger
@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"visualisations to write: {', '.join(VIS_MODES)}")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
                         help="accepted for torch.distributed.launch; the device follows the LOCAL_RANK variable")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not a package
 
 from models import build_model  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
+from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.config import apply_opts, load_config  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.optimizer import build_optimizer  # noqa: E402
@@ -40,7 +40,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="default: data.batch_size")
     parser.add_argument("--iters", type=int, default=10, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--debug", action="store_true")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from utils.cli import run_cli  # noqa: E402
+from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 SPLITS = ("train2017", "val2017")
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("coco_path", help="COCO root holding images/ and annotations/{train2017,val2017}")
     parser.add_argument("-o", "--out_dir", help="output root (default: coco_path)")
     parser.add_argument("--nproc", type=int, default=16, help="worker processes (default 16)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     coco = Path(args.coco_path)
     count = convert(coco, Path(args.out_dir) if args.out_dir else coco, max(1, args.nproc))

@@ -28,7 +28,7 @@ from tqdm import tqdm  # noqa: E402
 
 from convert_dataset.shard_writer import ShardWriter  # noqa: E402
 from datasets.templates import imagenet_classes  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
+from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 SHARD_PATTERN = "imagenet-val-%06d.tar"
@@ -105,6 +105,7 @@ def from_labels(root: Path, labels_file: Path, num_classes: int) -> list[tuple[P
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_debug_flag(parser)
     parser.add_argument("val_dir", type=Path, help="ImageNet val folder: <wnid>/ class folders, or flat with --labels")
     parser.add_argument("--labels", type=Path, help="'<file name> <class index or wnid>' per line (flat layout)")
     parser.add_argument("--shards-out", type=Path, default=Path("local_data/imagenet_shards"), help="output folder")

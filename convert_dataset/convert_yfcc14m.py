@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from tqdm import tqdm  # noqa: E402
 
 from convert_dataset.shard_writer import ShardWriter  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
+from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 SHARD_PATTERN = "yfcc14m-%06d.tar"
@@ -102,6 +102,7 @@ def add_member(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_debug_flag(parser)
     parser.add_argument("--root", type=Path, required=True, help="folder with the yfcc100m *.zip archives")
     parser.add_argument("--info", type=Path, required=True, help="yfcc14m_dataset.tsv from create_subset.py")
     parser.add_argument("--shards", type=Path, required=True, help="output folder for the .tar shards")

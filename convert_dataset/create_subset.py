@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from tqdm import tqdm  # noqa: E402
 
 from convert_dataset.shard_writer import atomic_output  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
+from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 TABLE = "yfcc100m_dataset"
@@ -149,6 +149,7 @@ def write_subset_db(conn: sqlite3.Connection, has_key: bool, output: Path) -> No
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_debug_flag(parser)
     parser.add_argument("--input-dir", type=Path, default=Path("."), help="folder holding yfcc100m_dataset.sql")
     parser.add_argument("--output-dir", type=Path, default=Path("."), help=f"folder to write {OUTPUT_NAME} to")
     parser.add_argument("--subset", type=Path, required=True, help="CLIP's yfcc100m_subset_data.tsv")

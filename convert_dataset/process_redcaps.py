@@ -23,7 +23,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from convert_dataset.shard_writer import atomic_output  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
+from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 SEED = 42
@@ -61,6 +61,7 @@ def write_parquet(records: list[tuple[str, str]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_debug_flag(parser)
     parser.add_argument("annotations", type=Path, help="folder with RedCaps' <subreddit>_<year>.json files")
     parser.add_argument("output", type=Path, help="output .parquet file (its stem names the parts with --num-split)")
     parser.add_argument("--num-split", type=int, help="write this many parquet files instead of one")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repository root
 
-from utils.cli import run_cli  # noqa: E402
+from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 SHARD_FILE = re.compile(r"(\d+)(\.tar|_stats\.json|\.parquet)")
@@ -63,6 +63,7 @@ def config_hint(renames: list[tuple[Path, Path]], prefix: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_debug_flag(parser)
     parser.add_argument("folder", type=Path, help="img2dataset's output folder")
     parser.add_argument("--prefix", required=True, help="e.g. gcc-train-, gcc-conceptual-12m-, redcap12m-")
     parser.add_argument("--dry-run", action="store_true", help="only print what would be renamed")

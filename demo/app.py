@@ -52,7 +52,7 @@ from segmentation.runtime import (  # noqa: E402,E501
     load_eval_model,
     pick_device,
 )
-from utils.cli import run_cli  # noqa: E402
+from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 log = logging.getLogger("groupvit.app")
@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", help="torch device (default: cuda:0 when available, else cpu)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 

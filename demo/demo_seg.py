@@ -35,7 +35,7 @@ from segmentation.runtime import (  # noqa: E402,E501
     pick_device,
 )
 from segmentation.vis import VIS_MODES, check_palette_png, check_vis_modes, visualize_sample  # noqa: E402
-from utils.cli import make_output_dir, run_cli  # noqa: E402
+from utils.cli import add_debug_flag, make_output_dir, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vocab", nargs="+", metavar="NAME",
                         help="extra class names (open vocabulary); values may be comma-separated lists")
     parser.add_argument("--vocab-only", action="store_true", help="segment with background and the --vocab names only")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 

@@ -196,6 +196,21 @@ def test_debug_shows_the_traceback(materials):
     assert "UserError: cannot use" in result.stderr
 
 
+COMMANDS = ["main_group_vit.py", "main_seg.py", "demo/demo_seg.py", "demo/app.py", "tools/quickstart.py",
+            "tools/make_synthetic_data.py", "tools/convert_hf_checkpoint.py", *(
+                f"convert_dataset/{name}.py" for name in ("convert_coco_object", "convert_imagenet", "convert_yfcc14m",
+                                                          "create_subset", "process_redcaps", "rename_shards"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_offers_debug(command):
+    result = subprocess.run([sys.executable, command, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    help_text = " ".join(result.stdout.split())  # argparse wraps the help lines
+    assert "--debug" in help_text and "show tracebacks instead of one-line errors" in help_text
+
+
 @pytest.mark.parametrize(("error", "line"), [
     (UserError("report:\n  section (2):\n    first\n    second"), "error: report: section (2): first; second"),
     (NotADirectoryError(20, "Not a directory", "out/log.txt"), "error: out/log.txt: Not a directory"),

@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/ is not a package
 
-from utils.cli import run_cli  # noqa: E402
+from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 MAX_LOGIT_SCALE = math.log(100)  # the reference clamps exp(logit_scale) at 100; HF does not
@@ -132,7 +132,7 @@ def main() -> None:
     direction.add_argument("--to-hf", nargs=2, metavar=("CKPT", "OUT_DIR"), help="our .pth -> HF model folder")
     direction.add_argument("--from-hf", nargs=2, metavar=("HF_DIR", "OUT_PTH"), help="HF model folder -> our .pth")
     parser.add_argument("--cfg", help="experiment config (.yml) whose model section to use")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_debug_flag(parser)
     args = parser.parse_args()
     from transformers.utils import logging as hf_logging
 

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/ is not a package
 
 from datasets.synthetic import CLASS_NAMES, write_cls_set, write_seg_set, write_train_shards  # noqa: E402
-from utils.cli import make_output_dir, run_cli  # noqa: E402
+from utils.cli import add_debug_flag, make_output_dir, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples-per-shard", type=int, default=1000, help="samples per tar shard")
     p.add_argument("--seed", type=int, default=0, help="world seed (each split draws its own stream from it)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
-    p.add_argument("--debug", action="store_true", help="full tracebacks")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     if min(args.train_samples, args.seg_images, args.cls_images, args.seed) < 0:
         raise UserError("--train-samples, --seg-images, --cls-images and --seed must not be negative")

@@ -38,7 +38,7 @@ import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from utils.cli import run_cli  # noqa: E402
+from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.config import apply_opts, load_config  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.logger import get_logger  # noqa: E402
@@ -67,7 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--opts", nargs="+", default=[], help="config overrides, key=value (e.g. train.base_lr=0.02)")
     p.add_argument("--skip-data", action="store_true", help="use the data in --data-dir as it is")
     p.add_argument("--pictures", type=int, default=6, help="held-out images to draw")
-    p.add_argument("--debug", action="store_true", help="full tracebacks")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     if min(args.train_samples, args.seg_images, args.cls_images, args.workers, args.threads) < 1:
         raise UserError("--train-samples, --seg-images, --cls-images, --workers and --threads must be at least 1")

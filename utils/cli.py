@@ -1,5 +1,6 @@
 """Entry-script glue: user mistakes become one line on stderr and a non-zero exit."""
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -21,6 +22,11 @@ def _one_line(error: Exception) -> str:
         if line:
             text += ("" if not text else " " if text.endswith(":") else "; ") + line
     return text or type(error).__name__
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    """``--debug``: full tracebacks instead of one-line errors (:func:`run_cli` reads it from ``sys.argv``)."""
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
 
 
 def run_cli(main: Callable[[], object], debug: bool | None = None) -> None:
