@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from common import ROOT, Table, machine_description  # isort: skip  (common puts the project on sys.path)
 
@@ -110,9 +111,9 @@ def make_world(world: str, train: int, seg: int, size: int, workers: int, device
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, S, S, 3] RGB -> float [B, 3, S, S] with the ImageNet mean/std (x255) of the data pipeline."""
-    mean = images.new_tensor([123.675, 116.28, 103.53], dtype=torch.float32).view(1, 3, 1, 1)
-    std = images.new_tensor([58.395, 57.12, 57.375], dtype=torch.float32).view(1, 3, 1, 1)
+    """uint8 [B, S, S, 3] RGB -> float [B, 3, S, S] with the data pipeline's ImageNet mean/std (timm's)."""
+    mean = 255 * images.new_tensor(IMAGENET_DEFAULT_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    std = 255 * images.new_tensor(IMAGENET_DEFAULT_STD, dtype=torch.float32).view(1, 3, 1, 1)
     return (images.permute(0, 3, 1, 2).float() - mean) / std
 
 
@@ -165,9 +166,9 @@ def evaluate(model: torch.nn.Module, data: dict, seg_cfg) -> dict[str, float]:
     for start in range(0, len(data["seg_images"]), 250):
         x = normalise(data["seg_images"][start:start + 250])
         gt = data["seg_masks"][start:start + 250]  # [B, H, W]
-        B, _, H, W = x.shape
-        pred = segmentor.encode_decode(x, [{}] * B).argmax(1)  # [B, H, W]
+        H, W = x.shape[-2:]
         out = model.img_encoder(x, return_feat=True, return_attn=True, as_dict=True)
+        pred = segmentor.decode(out, H, W).argmax(1)  # [B, H, W]
         groups = upsample_token_map(chained_assignments(out["attn_dicts"])[-1], H, W).argmax(1).flatten(1)  # [B, HW]
         oracle = majority_labels(groups, gt.flatten(1), out["feat"].shape[1], K)  # [B, HW]
         used += [len(g.unique()) for g in groups]

@@ -129,8 +129,12 @@ class GroupViTSegInference(EncoderDecoder):
         The image encoder runs once per crop; the reference ran it twice (for the attention maps and the
         features), which gives the same values. Every pixel takes its final group's row of a [B, G, C] table.
         """
-        height, width = inputs.shape[-2:]
         out = self.model.img_encoder(inputs, return_feat=True, return_attn=True, as_dict=True)
+        return self.decode(out, *inputs.shape[-2:])
+
+    def decode(self, out: Mapping[str, Any], height: int, width: int) -> Tensor:
+        """:meth:`encode_decode` after the image encoder: its ``as_dict`` outputs (with features and attention)
+        -> class scores [B, C, height, width]."""
         final = chained_assignments(out["attn_dicts"])[-1]  # [B, 1, L, G]
         group_of_pixel = upsample_token_map(final, height, width).max(dim=1).indices  # [B, H, W], first max wins
         image_x = F.normalize(self.model.img_projector(out["x"]), dim=-1)  # [B, E]
