@@ -251,7 +251,7 @@ def draw_pictures(cfg: DictConfig, model: torch.nn.Module, seg_root: Path, out_d
     from datasets import Tokenize
     from segmentation.evaluation import build_seg_dataset, build_seg_inference, load_seg_config
     from segmentation.inference import read_image, segment_image
-    from segmentation.vis import denormalize, save_vis
+    from segmentation.vis import sample_layers, save_vis
 
     shutil.rmtree(out_dir, ignore_errors=True)
     seg_cfg = load_seg_config(cfg.evaluate.seg.cfg, cfg.evaluate.seg.opts)
@@ -261,11 +261,8 @@ def draw_pictures(cfg: DictConfig, model: torch.nn.Module, seg_root: Path, out_d
     written, rows = [], []
     for name in (seg_root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[:count]:
         inputs, sample = segment_image(seg_model, seg_cfg, read_image(seg_root / "JPEGImages" / f"{name}.jpg"))
-        image = denormalize(inputs[0], seg_model.data_preprocessor.mean, seg_model.data_preprocessor.std,
-                            sample.metainfo["ori_shape"])
-        label = sample.pred_sem_seg.data[0].cpu().numpy()
+        image, label, group_maps = sample_layers(seg_model, inputs, sample, PICTURE_MODES)
         scale = max(1, -(-PICTURE_SIDE // min(image.shape[:2])))
-        group_maps = [m[0] for m in seg_model.get_attn_maps(inputs)]
         files = save_vis(out_dir, name, PICTURE_MODES, upscale(image, scale), upscale(label, scale),
                          seg_model.classes, seg_model.palette, seg_model.with_bg, group_maps)
         truth = np.asarray(Image.open(seg_root / "SegmentationClass" / f"{name}.png"))
@@ -417,16 +414,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 def summary(r: dict[str, Any]) -> str:
     p, t, m = r["paths"], r["time"], r["machine"]
     chance = r["miou_chance"]
+    num_classes = len(r["seg"]["IoU"]) - 1  # the held-out set's classes, background left out
     lines = [
         "", "=" * 100, "GroupViT quickstart: zero-shot segmentation and classification, learned from captions alone",
         "=" * 100,
-        f"  held-out segmentation ({r['seg']['num_images']} images, 8 classes + background, background included):",
+        f"  held-out segmentation ({r['seg']['num_images']} images, {num_classes} classes + background, "
+        "background included):",
         f"    mIoU trained    {r['miou']:6.2f}",
         f"    mIoU untrained  {r['miou_untrained']:6.2f}   (same model before training)",
         f"    mIoU chance     {chance['all_background']:6.2f}   (all background; uniform random labels: "
         f"{chance['uniform_random']:.2f})",
         f"  zero-shot classification: top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  "
-        f"(untrained top-1 {r['top1_untrained']:.2f}%, chance 12.5%)",
+        f"(untrained top-1 {r['top1_untrained']:.2f}%, chance {100 / num_classes:.1f}%)",
         f"  time: {t['total_wall_s']:.0f} s wall, {t['total_cpu_s']:.0f} s CPU on {r['device']} "
         f"({m['start']['cpus']} CPUs, load average {m['start']['load_average'][0]} at the start, "
         f"{m['end']['load_average'][0]} at the end)",
