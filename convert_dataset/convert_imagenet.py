@@ -12,7 +12,10 @@ Accepted layouts:
 
 Samples ``{__key__: file name without extension, jpg: the raw bytes, cls: class index}`` are written in file-name
 order, split evenly over ``--num-shards`` shards ``imagenet-val-000000.tar`` ... (50 x 1000 for the 50,000 images).
-The class count must equal ``--num-classes`` (default: the 1000 of imagenet_classes).
+The class count must equal ``--num-classes`` (default: the 1000 of imagenet_classes). Every image is checked
+(``datasets.image_check``): empty, undecodable, truncated or too large files are skipped with a warning and counted;
+more than ``--max-bad-fraction`` of them (judged from 1000 images on, and at the end) stops the conversion, and the
+shard being written is discarded.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from tqdm import tqdm  # noqa: E402
 
 from convert_dataset.shard_writer import ShardWriter  # noqa: E402
+from datasets.image_check import BadImage, BadImageCount, check_image  # noqa: E402
 from datasets.templates import imagenet_classes  # noqa: E402
 from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -103,6 +107,28 @@ def from_labels(root: Path, labels_file: Path, num_classes: int) -> list[tuple[P
     return [(images[name], to_index[label]) for name, label in labels.items()]
 
 
+def write_shards(samples: list[tuple[Path, int]], writer: ShardWriter, num_shards: int,
+                 max_bad_fraction: float) -> BadImageCount:
+    """Write the samples whose image passes ``check_image``, split evenly (by position) over ``num_shards`` shards;
+    the others are named in a warning and counted. Too many bad images raise a UserError."""
+    count = BadImageCount(max_bad_fraction)
+    for i, (image, index) in enumerate(tqdm(samples, unit="img", desc="imagenet")):
+        if i * num_shards // len(samples) > len(writer.shards):  # even split: shard = i * S // N
+            writer.next_shard()
+        data = image.read_bytes()
+        try:
+            check_image(data, image)
+        except BadImage as e:
+            tqdm.write(f"warning: skipped {e}", file=sys.stderr)
+            count.add(ok=False)
+        else:
+            writer.write({"__key__": image.stem, "jpg": data, "cls": index})
+            count.add(ok=True)
+        count.check()
+    count.check(final=True)
+    return count
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_debug_flag(parser)
@@ -111,6 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shards-out", type=Path, default=Path("local_data/imagenet_shards"), help="output folder")
     parser.add_argument("--num-shards", type=int, default=50, help="number of shards (default 50)")
     parser.add_argument("--num-classes", type=int, default=len(imagenet_classes), help="expected class count")
+    parser.add_argument("--max-bad-fraction", type=float, default=0.5,
+                        help="stop when more than this fraction of the images is bad (default 0.5, as the training "
+                             "loader's data.max_bad_fraction)")
     args = parser.parse_args(argv)
 
     if not args.val_dir.is_dir():
@@ -130,12 +159,10 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"--num-shards must be between 1 and the number of images ({len(samples)})")
 
     with ShardWriter(args.shards_out / SHARD_PATTERN) as writer:
-        for i, (image, index) in enumerate(tqdm(samples, unit="img", desc="imagenet")):
-            if i * args.num_shards // len(samples) > len(writer.shards):  # even split: shard = i * S // N
-                writer.next_shard()
-            writer.write({"__key__": image.stem, "jpg": image.read_bytes(), "cls": index})
+        count = write_shards(samples, writer, args.num_shards, args.max_bad_fraction)
+    if count.bad:
+        print(f"skipped {count.bad} bad image(s) of {count.read}", file=sys.stderr)
     print(f"wrote {writer.total} images, {args.num_classes} classes, {len(writer.shards)} shards to {args.shards_out}")
-
 
 if __name__ == "__main__":
     run_cli(main)

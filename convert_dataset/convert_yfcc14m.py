@@ -8,7 +8,9 @@ is looked up in the ``file`` column of ``--info`` (the TSV from ``create_subset.
 Samples are ``{__key__: file name without extension, jpg: the raw bytes, text: caption}`` in shards
 ``yfcc14m-000000.tar``, ... (a new shard after ``--maxcount`` samples or ``--maxsize`` bytes). Skipped: images
 already written (same key), captions with fewer than 2 words, images not in the TSV and unreadable members
-(a corrupt archive is skipped whole and named). A summary of what was written and skipped ends the run.
+(a corrupt archive is skipped whole and named). Every image is checked (``datasets.image_check``): empty,
+undecodable, truncated or too large ones are skipped with a warning and counted as unreadable images; more than
+``--max-bad-fraction`` of the images read stops the run. A summary of what was written and skipped ends the run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from tqdm import tqdm  # noqa: E402
 
 from convert_dataset.shard_writer import ShardWriter  # noqa: E402
+from datasets.image_check import BadImage, BadImageCount, check_image  # noqa: E402
 from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
@@ -59,21 +62,30 @@ def read_captions(path: Path) -> dict[str, str]:
     return captions
 
 
-def convert(archives: list[Path], captions: dict[str, str], writer: ShardWriter) -> Counter[str]:
-    """Write the captioned images of ``archives``; return how many samples were written and skipped, and why."""
+def convert(archives: list[Path], captions: dict[str, str], writer: ShardWriter,
+            max_bad_fraction: float = 0.5) -> Counter[str]:
+    """Write the captioned images of ``archives``; return how many samples were written and skipped, and why.
+
+    A UserError stops it when more than ``max_bad_fraction`` of the images read were unreadable."""
     counts: Counter[str] = Counter()
     seen: set[str] = set()
+    bad = BadImageCount(max_bad_fraction)
     progress = tqdm(archives, unit="zip", desc="yfcc14m")
     for archive in progress:
         try:
             with zipfile.ZipFile(archive) as zf:
                 for member in zf.infolist():
                     if not member.is_dir():
-                        counts[add_member(zf, member, captions, seen, writer)] += 1
+                        outcome = add_member(zf, member, captions, seen, writer)
+                        counts[outcome] += 1
+                        if outcome in ("written", "unreadable images"):
+                            bad.add(ok=outcome == "written")
+                            bad.check()
         except zipfile.BadZipFile as e:
             tqdm.write(f"warning: skipping {archive}: {e}")
             counts["unreadable archives"] += 1
         progress.set_postfix(written=counts["written"], skipped=sum(counts.values()) - counts["written"])
+    bad.check(final=True)
     return counts
 
 
@@ -91,9 +103,12 @@ def add_member(
         return "short captions"
     try:
         data = zf.read(member)
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError):
+        check_image(data, f"{zf.filename}:{member.filename}")
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
+        tqdm.write(f"warning: skipped {zf.filename}:{member.filename}: {type(e).__name__}: {e}", file=sys.stderr)
         return "unreadable images"
-    if not data:
+    except BadImage as e:
+        tqdm.write(f"warning: skipped {e}", file=sys.stderr)
         return "unreadable images"
     seen.add(key)
     writer.write({"__key__": key, "jpg": data, "text": caption})
@@ -108,6 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shards", type=Path, required=True, help="output folder for the .tar shards")
     parser.add_argument("--maxsize", type=float, default=1e9, help="bytes per shard before a new one starts")
     parser.add_argument("--maxcount", type=int, default=100000, help="samples per shard at most")
+    parser.add_argument("--max-bad-fraction", type=float, default=0.5,
+                        help="stop when more than this fraction of the images read is unreadable (default 0.5, as "
+                             "the training loader's data.max_bad_fraction)")
     args = parser.parse_args(argv)
 
     if args.maxcount < 1 or args.maxsize <= 0:
@@ -119,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"no *.zip archives in {args.root} (the output folder of python -m yfcc100m.download)")
     captions = read_captions(args.info)
     with ShardWriter(args.shards / SHARD_PATTERN, args.maxcount, args.maxsize) as writer:
-        counts = convert(archives, captions, writer)
+        counts = convert(archives, captions, writer, args.max_bad_fraction)
     skipped = ", ".join(f"{counts[why]} {why}" for why in SKIPPED)
     print(f"wrote {writer.total} samples in {len(writer.shards)} shard(s) to {args.shards}; skipped {skipped}")
     if not writer.total:

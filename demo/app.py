@@ -19,7 +19,6 @@ import logging
 import os
 import sys
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,15 +35,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
-from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from datasets import Tokenize  # noqa: E402
+from datasets.image_check import MAX_PIXELS, check_image  # noqa: E402
 from models import build_model  # noqa: E402
 from segmentation.app_support import ImageSegmentation, segment_array  # noqa: E402
 from segmentation.datasets import parse_vocab, with_vocab  # noqa: E402
 from segmentation.datasets.vocab import BACKGROUND  # noqa: E402
 from segmentation.evaluation import GroupViTSegInference, build_seg_inference, load_seg_config  # noqa: E402
-from segmentation.inference import read_image  # noqa: E402
+from segmentation.image_files import decode_image  # noqa: E402
 from segmentation.runtime import (  # noqa: E402,E501
     DEFAULT_CFG,
     DEMO_DATASETS,
@@ -62,7 +61,6 @@ PRESETS = {"VOC": "voc", "Context": "context", "COCO": "coco"}  # button label: 
 EXAMPLES = [ROOT / "demo" / "examples" / name for name in ("coffee.jpg", "astronaut.jpg", "chelsea.jpg")]
 RANDOM_WEIGHTS_CFG = ROOT / "configs" / "group_vit_gcc_yfcc_30e.yml"  # the model built without --resume
 MAX_SIDE = 4096  # a longer side is downscaled to this
-MAX_PIXELS = 100_000_000  # larger images are refused before decoding
 MAX_UPLOAD = "50mb"  # Gradio refuses bigger uploads in the page
 SEGMENTOR_CACHE = 4  # vocabularies whose text embeddings are kept
 RANDOM_WARNING = ("**Warning: no checkpoint was given (`--resume`), so the weights are random and the "
@@ -136,23 +134,10 @@ def load_upload(path: str | Path | None) -> tuple[np.ndarray, str]:
     """The image as uint8 BGR (as the CLI demo reads it), downscaled to MAX_SIDE, and a note on the resize."""
     if not path:
         raise UserError("no image: upload one or pick an example below the upload box")
-    name = Path(path).name
-    not_an_image = UserError(f"`{name}` is not an image that can be read: upload a JPEG, PNG, WebP, BMP or TIFF file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
-            with Image.open(path) as probe:  # reads the header only
-                width, height = probe.size
-    except Image.DecompressionBombError:
-        width = height = MAX_PIXELS  # far too many pixels: refused below
-    except (UnidentifiedImageError, OSError):
-        raise not_an_image from None
-    if width * height > MAX_PIXELS:
-        raise UserError(f"`{name}` is too large ({width}×{height} pixels): at most {MAX_PIXELS // 10**6} megapixels")
-    try:
-        img = read_image(path)
-    except UserError:
-        raise not_an_image from None
+    data = Path(path).read_bytes()
+    name = f"`{Path(path).name}`"
+    check_image(data, name, MAX_PIXELS)
+    img = decode_image(data, name)
     height, width = img.shape[:2]
     if max(height, width) <= MAX_SIDE:
         return img, ""

@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 from datasets import Tokenize  # noqa: E402
 from segmentation.datasets import with_vocab  # noqa: E402
 from segmentation.evaluation import build_seg_inference, load_seg_config  # noqa: E402
-from segmentation.inference import read_image, segment_image  # noqa: E402
+from segmentation.image_files import read_image  # noqa: E402
+from segmentation.inference import segment_image  # noqa: E402
 from segmentation.runtime import (  # noqa: E402,E501
     DEFAULT_CFG,
     DEMO_DATASETS,
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     model, cfg = load_eval_model(cfg, cfg.checkpoint.resume, device)
     seg_cfg = load_seg_config(dataset_cfg, ["test_cfg.mode=whole", *cfg.evaluate.seg.opts])
     seg_model = build_seg_inference(model, meta, Tokenize(), seg_cfg, cfg.evaluate.seg.template)
-    inputs, sample = segment_image(seg_model, seg_cfg, img)
+    inputs, sample = segment_image(seg_model, seg_cfg, img, name=args.input)
 
     label = sample.pred_sem_seg.data[0].cpu().numpy()
     ids, counts = np.unique(label, return_counts=True)

@@ -77,7 +77,7 @@ CASES = [
     Case("seg-missing-dataset", (*SEG, "--resume", "{ckpt}", "--opts", "evaluate.seg.opts=[data_root={tmp}/voc]"),
          r"segmentation dataset not found: data_root .*/voc does not exist"),
     Case("demo-non-image-input", (D, "--resume", "{ckpt}", "--input", "{notimage}", "--output_dir", "{out}"),
-         r"cannot read .*/notimage\.jpg as an image"),
+         r".*/notimage\.jpg is not an image that can be read \(expected a JPEG, PNG, WebP, BMP or TIFF file\)"),
     Case("demo-missing-input", (D, "--resume", "{ckpt}", "--input", "{tmp}/missing.jpg", "--output_dir", "{out}"),
          r"input image not found: .*/missing\.jpg"),
     Case("demo-empty-vocabulary", (*DEMO, "--vocab", " , ", "--vocab-only"), r"empty vocabulary: give class names .*"),

@@ -93,7 +93,7 @@ def test_vocab_parsing():
 
 @pytest.mark.parametrize("args, message", [
     (["--input", "missing.jpg"], "input image not found: missing.jpg"),
-    (["--input", str(REPO / "README.md")], "cannot read .*README.md as an image"),
+    (["--input", str(REPO / "README.md")], ".*README.md is not an image that can be read \\(expected a JPEG, PNG"),
     (["--vis", "groups"], "unknown visualisation mode\\(s\\) groups; valid modes: input, pred, input_pred, "
                           "input_pred_label, all_groups, first_group, final_group"),
     (["--vocab", " , "], "empty vocabulary"),

@@ -22,7 +22,8 @@ from datasets import Tokenize
 from models import build_model
 from segmentation.datasets import VOC_CLASSES, GroupViTPascalVOCDataset
 from segmentation.evaluation import build_seg_dataset, build_seg_inference, evaluate_seg, load_seg_config, validate_seg
-from segmentation.inference import read_image, segment_image
+from segmentation.image_files import read_image
+from segmentation.inference import segment_image
 from segmentation.runtime import load_eval_model, load_eval_state
 from utils.checkpoint import save_checkpoint
 from utils.config import apply_opts, cfg_to_dict, load_config

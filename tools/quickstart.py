@@ -250,7 +250,8 @@ def draw_pictures(cfg: DictConfig, model: torch.nn.Module, seg_root: Path, out_d
     plus ``overview.png``: one row per image with the input, the ground truth, the prediction and the groups."""
     from datasets import Tokenize
     from segmentation.evaluation import build_seg_dataset, build_seg_inference, load_seg_config
-    from segmentation.inference import read_image, segment_image
+    from segmentation.image_files import read_image
+    from segmentation.inference import segment_image
     from segmentation.vis import sample_layers, save_vis
 
     shutil.rmtree(out_dir, ignore_errors=True)

@@ -26,6 +26,7 @@ from utils.config import parse_opts
 from utils.errors import UserError
 
 from ..datasets.palette import distinct_colors
+from ..image_files import LoadCheckedImageFromFile
 from .group_vit_seg import GroupViTSegInference
 
 TEST_MODES = ("slide", "whole")
@@ -69,7 +70,9 @@ def build_seg_dataset(seg_cfg: Config) -> BaseDataset:
     if ds_cfg.get("ann_file"):
         _require(root / ds_cfg["ann_file"], "split file", is_dir=False)
     ds_cfg["data_root"] = str(root)
-    ds_cfg["pipeline"] = [TRANSFORMS.build(t) for t in ds_cfg["pipeline"]]
+    # image files are read through datasets.image_check: a bad one stops the evaluation with one line naming it
+    ds_cfg["pipeline"] = [LoadCheckedImageFromFile(**{k: v for k, v in t.items() if k != "type"})
+                          if t["type"] == "LoadImageFromFile" else TRANSFORMS.build(t) for t in ds_cfg["pipeline"]]
     dataset = DATASETS.build(ds_cfg)
     if len(dataset) == 0:
         raise UserError(f"segmentation dataset {root} has no images")

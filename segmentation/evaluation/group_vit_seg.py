@@ -27,6 +27,7 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import OptSampleList, SampleList
 from torch import Tensor
 
+from datasets.image_check import check_fits
 from models import MultiLabelContrastive
 
 TOP_K = 5  # image-level classes a group may be assigned to
@@ -157,6 +158,13 @@ class GroupViTSegInference(EncoderDecoder):
         B, C = rows.shape[0], rows.shape[-1]
         index = group_of_pixel.view(B, 1, -1).expand(-1, C, -1)  # [B, C, H*W]
         return rows.transpose(1, 2).contiguous().gather(2, index).view(B, C, height, width)
+
+    def inference(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
+        """mmseg's ``inference`` (slide or whole), after checking that the resized image covers one patch."""
+        patch_size = self.model.img_encoder.patch_embed.patch_size
+        check_fits(inputs.shape[-1], inputs.shape[-2], patch_size, batch_img_metas[0].get("img_path") or "the image",
+                   after="after the test pipeline's resize")
+        return super().inference(inputs, batch_img_metas)
 
     def slide_inference(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
         """mmseg's sliding-window inference (same windows, sum, division by the per-pixel window count), with every
