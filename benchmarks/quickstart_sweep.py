@@ -25,6 +25,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from common import ROOT, Table, machine_description  # isort: skip  (common puts
 
 import datasets.synthetic as syn  # noqa: E402
 from datasets import Tokenize, WordAugTokenizeWrapper  # noqa: E402
+from datasets.synthetic import WorldSpec  # noqa: E402
 from models import build_model  # noqa: E402
 from models.group_vit import AssignAttention  # noqa: E402
 from segmentation.evaluation import build_seg_inference, load_seg_config  # noqa: E402
@@ -48,6 +50,7 @@ from utils.optimizer import build_optimizer  # noqa: E402
 SEG_CFG = ROOT / "segmentation/configs/_base_/datasets/synthetic.py"
 ONE_STAGE = {"img_encoder.depths": [2, 1], "img_encoder.num_group_tokens": [8, 0], "img_encoder.num_output_groups": [8],
              "img_encoder.embed_factors": [1, 1], "img_encoder.num_heads": [4, 4]}
+WORLDS_BY_NAME = {"cluttered": syn.WorldSpec(), "plain": syn.WorldSpec(background="plain")}
 # name -> (world, model overrides, AssignAttention attributes, base_lr factor)
 VARIANTS = {
     "base": ("cluttered", {}, {}, 1.0),
@@ -66,42 +69,31 @@ VARIANTS = {
 # --------------------------------------------------------------------------------------------- data
 
 
-def plain_background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """One muted colour, no clutter: float32 [S, S, 3]."""
-    return np.broadcast_to(syn._muted(rng), (size, size, 3)).astype(np.float32)
-
-
-def _use_world(world: str) -> None:
-    if world == "plain":
-        syn._background = plain_background
-
-
-def _train_chunk(args: tuple[str, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    world, start, stop, size = args
-    _use_world(world)
+def _train_chunk(args: tuple[WorldSpec, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    spec, start, stop = args
     np.random.seed(start)  # the noun prompts' draws
     to_tokens = WordAugTokenizeWrapper(Tokenize(), max_word=3)
     images, texts = [], []
     for i in range(start, stop):
         rng = syn.sample_rng(0, "train", i)
-        image, _, objects = syn.render_scene(rng, size)
+        image, _, objects = syn.render_scene(rng, spec)
         images.append(image)
-        texts.append(to_tokens(syn.caption_for(objects, rng)).numpy())
+        texts.append(to_tokens(syn.caption_for(objects, spec, rng)).numpy())
     return np.stack(images), np.stack(texts)  # [n, S, S, 3] uint8, [n, 4, 77]
 
 
-def _seg_chunk(args: tuple[str, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    world, start, stop, size = args
-    _use_world(world)
-    scenes = [syn.render_scene(syn.sample_rng(0, "seg", i), size)[:2] for i in range(start, stop)]
+def _seg_chunk(args: tuple[WorldSpec, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    spec, start, stop = args
+    scenes = [syn.render_scene(syn.sample_rng(0, "seg", i), spec)[:2] for i in range(start, stop)]
     return np.stack([s[0] for s in scenes]), np.stack([s[1] for s in scenes])
 
 
 def make_world(world: str, train: int, seg: int, size: int, workers: int, device: torch.device) -> dict:
     """Images uint8 [N, S, S, 3], texts [N, 4, 77], seg images and masks [M, S, S], all on ``device``."""
+    spec = replace(WORLDS_BY_NAME[world], image_size=size)
     with Pool(workers) as pool:
-        parts = pool.map(_train_chunk, [(world, s, min(train, s + 500), size) for s in range(0, train, 500)])
-        segs = pool.map(_seg_chunk, [(world, s, min(seg, s + 100), size) for s in range(0, seg, 100)])
+        parts = pool.map(_train_chunk, [(spec, s, min(train, s + 500)) for s in range(0, train, 500)])
+        segs = pool.map(_seg_chunk, [(spec, s, min(seg, s + 100)) for s in range(0, seg, 100)])
     cat = lambda arrays: torch.from_numpy(np.concatenate(arrays)).to(device)  # noqa: E731
     return {"images": cat([p[0] for p in parts]), "texts": cat([p[1] for p in parts]),
             "seg_images": cat([s[0] for s in segs]), "seg_masks": cat([s[1] for s in segs]).long()}
@@ -159,8 +151,9 @@ def majority_labels(groups: torch.Tensor, labels: torch.Tensor, num_groups: int,
 def evaluate(model: torch.nn.Module, data: dict, seg_cfg) -> dict[str, float]:
     """Zero-shot mIoU (the real rule), oracle mIoU and final groups used per image, on the held-out set."""
     model.eval()
-    segmentor = build_seg_inference(model, list(syn.CLASS_NAMES), Tokenize(), seg_cfg)
-    K = len(syn.CLASS_NAMES)
+    names = list(syn.WorldSpec().class_names)
+    segmentor = build_seg_inference(model, names, Tokenize(), seg_cfg)
+    K = len(names)
     hist = {"mIoU": 0, "oracle": 0}
     used = []
     for start in range(0, len(data["seg_images"]), 250):

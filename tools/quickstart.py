@@ -4,9 +4,9 @@
     ./quickstart.sh --epochs 30 --train-samples 60000 # longer
     ./quickstart.sh --device cuda --batch-size 256    # on a GPU
 
-Steps: generate the synthetic world (datasets/synthetic.py; skipped when ``<data-dir>/info.json`` already describes
-the same data), evaluate the untrained model, train a small GroupViT (configs/quickstart.yml) with the project's
-own training loop (main_group_vit.py, in this process; zero-shot segmentation and classification after every
+Steps: generate the synthetic world (--world, datasets/synthetic/; skipped when ``<data-dir>/info.json`` already
+describes the same data), evaluate the untrained model, train a small GroupViT (configs/quickstart.yml) with the
+project's own training loop (main_group_vit.py, in this process; zero-shot segmentation and classification after every
 epoch), then evaluate the trained model on the held-out segmentation set (segmentation/evaluation) and the
 classification set, write pictures (segmentation/vis.py) and a loss/mIoU curve, and print a summary.
 
@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from datasets.synthetic import DEFAULT_WORLD, WORLDS, WorldSpec  # noqa: E402
 from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.config import apply_opts, load_config  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -63,6 +65,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes generating the data")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (CPU)")
     p.add_argument("--seed", type=int, default=0, help="world seed and training seed")
+    p.add_argument("--world", default=DEFAULT_WORLD, choices=sorted(WORLDS),
+                   help="the synthetic world (datasets/synthetic/spec.py's WORLDS)")
     p.add_argument("--cfg", type=Path, default=DEFAULT_CFG, help="experiment config")
     p.add_argument("--opts", nargs="+", default=[], help="config overrides, key=value (e.g. train.base_lr=0.02)")
     p.add_argument("--skip-data", action="store_true", help="use the data in --data-dir as it is")
@@ -101,9 +105,14 @@ class Timer:
 # --------------------------------------------------------------------------------------------- data
 
 
+def world_spec(args: argparse.Namespace, image_size: int) -> WorldSpec:
+    """The --world's spec at the config's image size (data.img_aug.img_size)."""
+    return replace(WORLDS[args.world], image_size=image_size)
+
+
 def ensure_data(args: argparse.Namespace, image_size: int, log: Callable[[str], None]) -> dict[str, Any]:
     """The synthetic world in ``--data-dir`` (generated unless its info.json already matches); its info dict."""
-    from datasets.synthetic import CLASS_NAMES, write_cls_set, write_seg_set, write_train_shards
+    from datasets.synthetic import write_world
 
     info_path = args.data_dir / "info.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else None
@@ -112,27 +121,22 @@ def ensure_data(args: argparse.Namespace, image_size: int, log: Callable[[str], 
             raise UserError(f"--skip-data: {info_path} does not exist (run once without --skip-data)")
         log(f"data: using {args.data_dir} as it is (--skip-data)")
         return info
-    wanted = {"seed": args.seed, "image_size": image_size, "train": args.train_samples, "seg": args.seg_images,
-              "cls": args.cls_images}
+    spec = world_spec(args, image_size)
+    wanted = {"world": args.world, "spec": json.loads(json.dumps(spec.to_json())), "seed": args.seed,
+              "train": args.train_samples, "seg": args.seg_images, "cls": args.cls_images}
     if info is not None and describe(info) == wanted:
-        log(f"data: {args.data_dir} already holds this world ({wanted}); not regenerated")
+        log(f"data: {args.data_dir} already holds this world ({args.world}, seed {args.seed}); not regenerated")
         return info
-    log(f"data: generating {wanted} into {args.data_dir} with {args.workers} processes")
-    common = dict(seed=args.seed, image_size=image_size, workers=args.workers)
-    info = {"seed": args.seed, "image_size": image_size, "classes": list(CLASS_NAMES),
-            "train": write_train_shards(args.data_dir / "train", args.train_samples, desc="train", **common),
-            "seg": write_seg_set(args.data_dir / "seg", args.seg_images, desc="seg", **common),
-            "cls": write_cls_set(args.data_dir / "cls", args.cls_images, desc="cls", **common)}
-    tmp = args.data_dir / ".info.json.partial"
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    os.replace(tmp, info_path)  # written last: a complete world or none
-    return info
+    log(f"data: generating world {args.world} (seed {args.seed}, {image_size} px, {args.train_samples} pairs, "
+        f"{args.seg_images} held-out, {args.cls_images} cls) into {args.data_dir} with {args.workers} processes")
+    return write_world(args.data_dir, spec, args.seed, args.train_samples, args.seg_images, args.cls_images,
+                       world=args.world, workers=args.workers, progress=True)
 
 
 def describe(info: dict[str, Any]) -> dict[str, Any]:
     """The parameters a world's info.json records (what decides whether it must be regenerated)."""
     sizes = {k: (info.get(k) or {}).get("length" if k != "seg" else "num_images") for k in ("train", "seg", "cls")}
-    return {"seed": info.get("seed"), "image_size": info.get("image_size"), **sizes}
+    return {"world": info.get("world"), "spec": info.get("spec"), "seed": info.get("seed"), **sizes}
 
 
 # --------------------------------------------------------------------------------------------- config

@@ -1,4 +1,4 @@
-"""The synthetic world's held-out segmentation set (``datasets/synthetic.py``, ``tools/make_synthetic_data.py``).
+"""The synthetic world's held-out segmentation set (``datasets/synthetic/``, ``tools/make_synthetic_data.py``).
 
 A Pascal VOC layout whose classes are not fixed in code: they are read from the set itself, from
 ``dataset.json`` (classes and mask colours) or, without it, from ``classes.txt`` (one name per line, background
