@@ -44,8 +44,10 @@ def sdpa_as_written(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = 
     return explicit_attention(q, k, v, scale, dropout_p, is_causal)
 
 
-def reference_encode_text(self: MultiLabelContrastive, text: Tensor, *, as_dict: bool = False):
-    """All texts of the batch through the text tower and the projector in one pass ([B, 1+M, 77] flattened)."""
+def reference_encode_text(self: MultiLabelContrastive, text: Tensor, *, lengths: tuple[int, int] | None = None,
+                          as_dict: bool = False):
+    """All texts of the batch through the text tower and the projector in one pass ([B, 1+M, 77] flattened), all 77
+    positions (``lengths`` is ignored)."""
     num_text = text.shape[1] if text.ndim == 3 else 0
     text_x = self.text_projector(self.text_encoder(text.flatten(0, -2) if num_text else text))
     if not num_text:

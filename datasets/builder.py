@@ -26,6 +26,7 @@ shards without one usable sample is an error as well.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -296,26 +297,53 @@ class EpochLoader:
 # --------------------------------------------------------------------------------------------- transforms
 
 
-def build_img_transform(is_train: bool, img_aug: DictConfig) -> Callable:
+def build_img_transform(is_train: bool, img_aug: DictConfig, uint8: bool = False) -> Callable:
     """PIL image -> normalised float tensor [3, img_size, img_size].
 
     Train with ``deit_aug``: timm's DeiT recipe (random-resized crop, flip, RandAugment, random erasing; no
     colour jitter, as timm drops it when RandAugment is on). Validation: resize the short side to
     ``int(256 / 224 * img_size)``, center crop, normalise.
+
+    ``uint8``: stop before the float conversion (uint8 [3, H, W], a quarter of the bytes to copy to a GPU); normalising
+    and random erasing are then :class:`DeviceImages`' job, on the device, with the same normalised values.
     """
     size = img_aug.img_size
     if is_train and img_aug.deit_aug:
         return create_transform(size, is_training=True, color_jitter=img_aug.color_jitter,
                                 auto_augment=img_aug.auto_augment, interpolation=img_aug.interpolation,
-                                re_prob=img_aug.re_prob, re_mode=img_aug.re_mode, re_count=img_aug.re_count)
+                                re_prob=img_aug.re_prob, re_mode=img_aug.re_mode, re_count=img_aug.re_count,
+                                use_prefetcher=uint8)
     interpolation = transforms.InterpolationMode(img_aug.interpolation)
     if is_train:
         head = [transforms.RandomResizedCrop(size, scale=tuple(img_aug.img_scale), interpolation=interpolation),
                 transforms.RandomHorizontalFlip()]
     else:
         head = [transforms.Resize(int(256 / 224 * size), interpolation=interpolation), transforms.CenterCrop(size)]
-    return transforms.Compose([*head, transforms.ToTensor(),
-                               transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)])
+    tail = [transforms.PILToTensor()] if uint8 else [transforms.ToTensor(),
+                                                      transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)]
+    return transforms.Compose([*head, *tail])
+
+
+class DeviceImages:
+    """The end of the image transform, run on a batch on the device: uint8 [B, 3, H, W] -> float32 normalised as
+    ``ToTensor`` + ``Normalize`` compute it (the same operations, so the same values), then (training with DeiT
+    augmentation) timm's random erasing of the batch. Float batches pass unchanged."""
+
+    def __init__(self, is_train: bool, img_aug: DictConfig, device: torch.device):
+        self.mean = torch.tensor(IMAGENET_DEFAULT_MEAN, device=device).view(3, 1, 1)
+        self.std = torch.tensor(IMAGENET_DEFAULT_STD, device=device).view(3, 1, 1)
+        self.erase = None
+        if is_train and img_aug.deit_aug and img_aug.re_prob > 0:
+            from timm.data.random_erasing import RandomErasing
+
+            self.erase = RandomErasing(img_aug.re_prob, mode=img_aug.re_mode, max_count=img_aug.re_count,
+                                       device=str(device))
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        if image.dtype != torch.uint8:
+            return image
+        image = image.float().div_(255).sub_(self.mean).div_(self.std)  # [B, 3, H, W]
+        return self.erase(image) if self.erase is not None else image
 
 
 def build_text_transform(is_train: bool, text_aug: DictConfig) -> Callable[[str], torch.Tensor]:
@@ -339,9 +367,20 @@ def _seed_worker(worker_id: int) -> None:
     torch.manual_seed(seed)
 
 
+def loader_workers(num_workers: int) -> int:
+    """``data.num_workers``, or for -1 the process's share of this machine's cores: the cores it may use, divided by
+    the processes on the node (torchrun's ``LOCAL_WORLD_SIZE``), less one for the process itself (at least 1)."""
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < -1:
+        raise UserError(f"data.num_workers must be a whole number >= 0, or -1 (from the cores), not {num_workers!r}")
+    if num_workers >= 0:
+        return num_workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1))) - 1)
+
+
 def _dataloader(stream: ShardStream, batch_size: int, partial: bool, data_cfg: DictConfig, pin_memory: bool,
                 *stages: Callable) -> DataLoader:
-    num_workers = min(data_cfg.num_workers, len(stream.shards))
+    num_workers = min(loader_workers(data_cfg.num_workers), len(stream.shards))
     batches = wds.DataPipeline(stream, wds.batched(batch_size, collation_fn=collate, partial=partial), *stages)
     return DataLoader(batches, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                       worker_init_fn=_seed_worker if num_workers else None)
@@ -364,7 +403,7 @@ def build_train_loader(data_cfg: DictConfig, rank: int = 0, world_size: int = 1,
         meta = data_cfg.dataset.meta[name]
         check_sample_keys(next(braceexpand.braceexpand(os.path.join(meta.path, meta.prefix))), "img_txt_pair")
     stream = ShardStream(shards, rank, world_size, {"image": IMAGE_KEYS, "text": TEXT_KEYS},
-                         {"image": build_img_transform(True, data_cfg.img_aug),
+                         {"image": build_img_transform(True, data_cfg.img_aug, data_cfg.get("uint8_images", False)),
                           "text": RequireCaption(build_text_transform(True, data_cfg.text_aug))},
                          repeat=True, shuffle_buffer=data_cfg.shuffle_buffer, seed=data_cfg.seed)
     total = sum(data_cfg.dataset.meta[name].length for name in data_cfg.dataset.train)
@@ -386,6 +425,63 @@ def build_val_loader(data_cfg: DictConfig, rank: int = 0, world_size: int = 1, p
         raise UserError("data.dataset.val names no dataset")
     check_sample_keys(shards[0], "img_cls_pair")
     stream = ShardStream(shards, rank, world_size, {"image": IMAGE_KEYS, "target": LABEL_KEYS},
-                         {"image": build_img_transform(False, data_cfg.img_aug)}, repeat=False)
+                         {"image": build_img_transform(False, data_cfg.img_aug, data_cfg.get("uint8_images", False))},
+                         repeat=False)
     return _dataloader(stream, data_cfg.batch_size, True, data_cfg, pin_memory)
 
+
+
+# --------------------------------------------------------------------------------------------- feeding a device
+
+
+class DeviceFeeder:
+    """The batches of ``loader`` on ``device``, one batch ahead: while the caller runs batch i, batch i + 1 is copied
+    (from pinned memory, on a side CUDA stream) and its images finished by ``images`` (:class:`DeviceImages`).
+
+    A batch with 'text' also carries 'text_lengths', the positions the text tower runs
+    (``models.transformer.text_lengths`` of the host copy of the tokens, buckets of ``length_multiple``), so that
+    the model's forward reads nothing back from the device. ``len`` and ``counts`` are the loader's.
+    """
+
+    def __init__(self, loader: Iterable[dict[str, torch.Tensor]], device: torch.device, images: DeviceImages,
+                 length_multiple: int = 8):
+        self.loader, self.device, self.images, self.length_multiple = loader, device, images, length_multiple
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def counts(self) -> SampleCounts:
+        return self.loader.counts
+
+    def _prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        from models.transformer import text_lengths
+
+        lengths = text_lengths(batch["text"], self.length_multiple) if "text" in batch else None
+        with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            batch["image"] = self.images(batch["image"])
+        if lengths is not None:
+            batch["text_lengths"] = lengths
+        return batch
+
+    def _ready(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Make the compute stream wait for the copy, and keep the side stream's memory until the compute used it."""
+        if self.stream is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(self.stream)
+            for value in batch.values():
+                if torch.is_tensor(value):
+                    value.record_stream(current)
+        return batch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        ahead = None
+        for batch in self.loader:
+            batch = self._prepare(batch)
+            if ahead is not None:
+                yield self._ready(ahead)
+            ahead = batch
+        if ahead is not None:
+            yield self._ready(ahead)

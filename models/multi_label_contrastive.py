@@ -100,21 +100,27 @@ class MultiLabelContrastive(nn.Module):
             outs["image_feat"] = self.img_projector(img_outs["feat"])
         return pack_outputs(outs, as_dict)
 
-    def encode_text(self, text: torch.Tensor, *, as_dict: bool = False):
-        """[B, 77] -> 'text_x' [B, E]; [B, 1+M, 77] -> 'text_x' (slot 0) and 'text_multi_label_x' [B, M, E]."""
+    def encode_text(self, text: torch.Tensor, *, lengths: tuple[int, int] | None = None, as_dict: bool = False):
+        """[B, 77] -> 'text_x' [B, E]; [B, 1+M, 77] -> 'text_x' (slot 0) and 'text_multi_label_x' [B, M, E].
+
+        ``lengths``: the positions to run for captions and prompts (``models.transformer.text_lengths`` of the
+        tokens' host copy); None reads them from the tokens.
+        """
         assert text.ndim in (2, 3), f"text must be [B, 77] or [B, 1+M, 77], got {tuple(text.shape)}"
+        caption_length, prompt_length = lengths or (None, None)
         if text.ndim == 2:
-            return pack_outputs({"text_x": self.text_projector(self.text_encoder(text))}, as_dict)
+            return pack_outputs({"text_x": self.text_projector(self.text_encoder(text, length=caption_length))},
+                                as_dict)
         B, num_text = text.shape[:2]
         if num_text > 1:
             # Captions and noun prompts are encoded apart, each group only up to its own longest text (the prompts
             # are much shorter); the features go to the projector together, in (sample, slot) order, so its
             # BatchNorm sees the same batch as with one pass.
-            captions = self.text_encoder(text[:, 0])  # [B, D]
-            prompts = self.text_encoder(text[:, 1:].flatten(0, 1)).view(B, num_text - 1, -1)  # [B, M, D]
-            features = torch.cat([captions[:, None], prompts], dim=1).flatten(0, 1)  # [B*(1+M), D]
+            captions = self.text_encoder(text[:, 0], length=caption_length)  # [B, D]
+            prompts = self.text_encoder(text[:, 1:].flatten(0, 1), length=prompt_length)  # [B*M, D]
+            features = torch.cat([captions[:, None], prompts.view(B, num_text - 1, -1)], dim=1).flatten(0, 1)
         else:
-            features = self.text_encoder(text.flatten(0, 1))
+            features = self.text_encoder(text.flatten(0, 1), length=caption_length)  # [B, D]
         text_x = self.text_projector(features).view(B, num_text, -1)  # [B, 1+M, E]
         return pack_outputs({"text_x": text_x[:, 0], "text_multi_label_x": text_x[:, 1:]}, as_dict)
 
@@ -151,10 +157,15 @@ class MultiLabelContrastive(nn.Module):
         target_text[:, rank * B:(rank + 1) * B] = eye.repeat_interleave(M, dim=0)
         return 0.5 * (soft_cross_entropy(logits_per_img, target_img) + soft_cross_entropy(logits_per_text, target_text))
 
-    def forward_train(self, image: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Loss dict: 'loss', plus 'multi_label_loss' when text is [B, 1+M, 77] and multi_label > 0."""
+    def forward_train(self, image: torch.Tensor, text: torch.Tensor,
+                      text_lengths: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """Loss dict: 'loss', plus 'multi_label_loss' when text is [B, 1+M, 77] and multi_label > 0.
+
+        With ``text_lengths`` (see :meth:`encode_text`) the forward reads nothing back from the device, and traces
+        as one graph (``torch.compile(..., fullgraph=True)``).
+        """
         image_x = self.encode_image(image)
-        text_outs = self.encode_text(text, as_dict=True)
+        text_outs = self.encode_text(text, lengths=text_lengths, as_dict=True)
         with torch.autocast(image.device.type, enabled=False):  # the small logit matrices in float32 under autocast
             image_x = image_x.float()
             losses = {"loss": self.loss(image_x, text_outs["text_x"].float())}
@@ -178,6 +189,8 @@ class MultiLabelContrastive(nn.Module):
     def forward_test(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return self.zero_shot_pred(image, text)
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor):
+    def forward(self, image: torch.Tensor, text: torch.Tensor, text_lengths: tuple[int, int] | None = None):
         """Losses in training mode, zero-shot logits in eval mode (``text`` = class embeddings)."""
-        return self.forward_train(image, text) if self.training else self.forward_test(image, text)
+        if self.training:
+            return self.forward_train(image, text, text_lengths=text_lengths)
+        return self.forward_test(image, text)

@@ -50,6 +50,21 @@ def used_length(eot: torch.Tensor, length: int, multiple: int = 8) -> int:
     return min(length, (int(eot.max()) + multiple) // multiple * multiple)
 
 
+def text_lengths(text: torch.Tensor, multiple: int = 8) -> tuple[int, int]:
+    """The positions the text tower runs for a batch of token ids [B, 77] or [B, 1+M, 77], known before the batch
+    reaches the model: (captions, noun prompts; 0 without prompts), each :func:`used_length` of its group.
+
+    Computed from the loader's CPU copy of the tokens, so the model's forward needs no device-to-host read. A larger
+    ``multiple`` gives coarser length buckets (fewer compiled graphs or CUDA graphs) and the same features.
+    """
+    eot = text.argmax(dim=-1)  # [B] or [B, 1+M]
+    if text.ndim == 2:
+        return used_length(eot, text.shape[-1], multiple), 0
+    prompts = eot[:, 1:]
+    return (used_length(eot[:, 0], text.shape[-1], multiple),
+            used_length(prompts, text.shape[-1], multiple) if prompts.numel() else 0)
+
+
 class QuickGELU(nn.Module):
     """CLIP's GELU approximation: x * sigmoid(1.702 x)."""
 
@@ -139,10 +154,12 @@ class TextTransformer(nn.Module):
             nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
             nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
 
-    def forward(self, text: torch.Tensor, *, as_dict: bool = False):
+    def forward(self, text: torch.Tensor, *, length: int | None = None, as_dict: bool = False):
+        """``length``: how many leading positions to run, when the caller knows it (:func:`text_lengths`); None reads
+        it from the tokens (a device-to-host copy on a GPU)."""
         # text: [B, L] token ids, zero-padded, EOT (49407, the largest id) after the caption
         eot = text.argmax(dim=-1)  # [B] position of each row's first EOT
-        text = text[:, : used_length(eot, text.shape[1])]
+        text = text[:, : used_length(eot, text.shape[1]) if length is None else length]
         x = self.token_embedding(text) + self.positional_embedding[: text.shape[1]]  # [B, L', D]
         x = self.ln_final(self.transformer(x))
         x = x[torch.arange(x.shape[0], device=x.device), eot]  # [B, D] at the first EOT

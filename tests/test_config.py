@@ -30,6 +30,7 @@ EXPECTED_DEFAULTS: dict[str, object] = {
     "data.shuffle_buffer": 10000,
     "data.seed": "${train.seed}",
     "data.max_bad_fraction": 0.5,
+    "data.uint8_images": False,
     "data.dataset.meta.gcc3m.type": "img_txt_pair",
     "data.dataset.meta.gcc3m.path": "local_data/gcc3m_shards",
     "data.dataset.meta.gcc3m.prefix": "gcc-train-{000000..00436}.tar",
@@ -77,6 +78,9 @@ EXPECTED_DEFAULTS: dict[str, object] = {
     "train.accumulation_steps": 0,
     "train.amp_opt_level": "O1",
     "train.amp": "auto",
+    "train.text_length_multiple": 8,
+    "train.compile": False,
+    "train.cuda_graph": False,
     "train.seed": 0,
     "train.lr_scheduler.name": "cosine",
     "train.optimizer.name": "adamw",
@@ -265,7 +269,8 @@ def test_matches_config_pickled_in_official_checkpoint(tmp_path, monkeypatch):
     cfg = get_config(args(tmp_path / "tiny_model.yml", local_rank=0))
     mine, theirs = cfg_to_dict(cfg, resolve=False), cfg_to_dict(official, resolve=False)
     ours_only = {"data.text_aug.tagger", "data.max_bad_fraction", "train.amp", "train.max_nonfinite_steps",
-                 "evaluate.cls.classnames"}  # keys this project added
+                 "evaluate.cls.classnames", "data.uint8_images", "train.text_length_multiple", "train.compile",
+                 "train.cuda_graph"}  # keys this project added
     assert [kv for kv in flatten(mine).items() if kv[0] not in ours_only] == list(flatten(theirs).items())
 
 

@@ -105,9 +105,9 @@ def nan_losses_at(monkeypatch, calls: set[int]) -> list[dict]:
     real = MultiLabelContrastive.forward_train
     states: list[dict] = []
 
-    def forward_train(self, image, text):
+    def forward_train(self, image, text, **kwargs):
         states.append(copy.deepcopy(self.state_dict()))
-        losses = real(self, image, text)
+        losses = real(self, image, text, **kwargs)
         if len(states) - 1 not in calls:
             return losses
         self.img_projector.linear_hidden[1].running_mean.fill_(float("nan"))

@@ -1,0 +1,95 @@
+"""The pieces of the GPU training path that a CPU can check: text lengths known on the host, uint8 images normalised
+on the device with the same values, the one-batch-ahead feeder, loader workers from the cores."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import numpy as np
+import pytest
+import torch
+from helpers_train_data import write_tiny_setup
+from omegaconf import OmegaConf
+from PIL import Image
+from test_perf_equivalence import mixed_text
+
+from datasets.builder import DeviceFeeder, DeviceImages, build_img_transform, build_train_loader, loader_workers
+from models.transformer import text_lengths
+from utils.config import load_config
+from utils.errors import UserError
+
+
+def test_host_text_lengths_give_the_same_features(tiny_model):
+    text = mixed_text()  # captions of 3-75 tokens, prompts of 5-11
+    assert text_lengths(text) == (77, 16) and text_lengths(text[:, 0]) == (77, 0)
+    assert text_lengths(text[[0, 2]], multiple=32) == (32, 32)  # captions of 3 and 20 tokens
+    with torch.no_grad():
+        ours = tiny_model.encode_text(text, as_dict=True)
+        for multiple in (8, 32, 77):
+            host = tiny_model.encode_text(text, lengths=text_lengths(text, multiple), as_dict=True)
+            for name in ours:
+                torch.testing.assert_close(host[name], ours[name], atol=2e-6, rtol=1e-5)
+
+
+def test_forward_train_with_host_lengths_matches(tiny_model):
+    model = copy.deepcopy(tiny_model).train()
+    image = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    text = mixed_text()
+    torch.manual_seed(0)
+    reads = model.forward_train(image, text)
+    torch.manual_seed(0)
+    host = model(image, text, text_lengths=text_lengths(text, 16))
+    for name in reads:
+        torch.testing.assert_close(host[name], reads[name], atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_uint8_images_normalised_on_the_device_are_the_same(train):
+    img_aug = OmegaConf.create({"deit_aug": True, "img_size": 32, "img_scale": [0.08, 1.0], "interpolation": "bilinear",
+                                "color_jitter": 0.4, "auto_augment": "rand-m9-mstd0.5-inc1", "re_prob": 0.0,
+                                "re_mode": "pixel", "re_count": 1})
+    images = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 48, 3), dtype=np.uint8)) for i in range(3)]
+    outputs = []
+    for uint8 in (False, True):
+        transform = build_img_transform(train, img_aug, uint8=uint8)
+        random.seed(0)
+        np.random.seed(0)  # RandAugment picks its operations with numpy
+        torch.manual_seed(0)
+        outputs.append(torch.stack([transform(image) for image in images]))
+    assert outputs[1].dtype == torch.uint8
+    assert torch.equal(DeviceImages(train, img_aug, torch.device("cpu"))(outputs[1]), outputs[0])  # bit for bit
+
+
+def test_device_images_erase_when_training():
+    img_aug = OmegaConf.create({"deit_aug": True, "re_prob": 1.0, "re_mode": "pixel", "re_count": 1})
+    batch = torch.full((4, 3, 16, 16), 128, dtype=torch.uint8)
+    plain = DeviceImages(False, img_aug, torch.device("cpu"))(batch)
+    erased = DeviceImages(True, img_aug, torch.device("cpu"))(batch)
+    assert plain.dtype == torch.float32 and torch.equal(plain, plain[:1].expand_as(plain))
+    assert all(not torch.equal(erased[i], plain[i]) for i in range(4))  # every image got a noise patch
+
+
+def test_feeder_delivers_every_batch_with_its_text_lengths(tmp_path):
+    cfg = load_config(write_tiny_setup(tmp_path, train_length=6, extra={"data.uint8_images": True}))
+    loader = build_train_loader(cfg.data)
+    reference = list(build_train_loader(cfg.data))
+    feeder = DeviceFeeder(loader, torch.device("cpu"), DeviceImages(True, cfg.data.img_aug, torch.device("cpu")))
+    batches = list(feeder)
+    assert len(batches) == len(feeder) == len(reference) == 3 and feeder.counts.used == 6
+    for batch, raw in zip(batches, reference, strict=True):
+        assert reference[0]["image"].dtype == torch.uint8 and batch["image"].dtype == torch.float32
+        assert torch.equal(batch["text"][:, 0], raw["text"][:, 0])  # the captions (noun prompts are random draws)
+        assert batch["text_lengths"] == text_lengths(batch["text"])
+
+
+def test_loader_workers_from_the_cores(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert loader_workers(-1) == 15 and loader_workers(3) == 3 and loader_workers(0) == 0
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert loader_workers(-1) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert loader_workers(-1) == 3
+    with pytest.raises(UserError, match="data.num_workers must be a whole number >= 0, or -1"):
+        loader_workers(-2)
