@@ -3,7 +3,7 @@ segmentation images/s, in one run of a few minutes. Writes results.json and RESU
 
     python benchmarks/gpu_bench.py --out-dir /path/to/out        # or set BENCH_OUT (or OUT); default bench_out/
 
-Training: ``utils.training.train_step`` (forward, backward, gradient clipping at train.clip_grad, AdamW) of the
+Training: ``training.step.train_step`` (forward, backward, gradient clipping at train.clip_grad, AdamW) of the
 config's model (default: the full yfcc model with its multi-label loss, 224 px) on one synthetic batch already on the
 GPU (random images; captions of 5-40 tokens and 3 noun prompts from the CLIP templates): the data pipeline is not
 measured (see data_speed.py for images/s per loader worker). Variants, in this order:
@@ -47,9 +47,10 @@ from datasets import Tokenize  # noqa: E402
 from models import build_model  # noqa: E402
 from segmentation.datasets import VOC_CLASSES  # noqa: E402
 from segmentation.evaluation import build_seg_inference, load_seg_config  # noqa: E402
+from training.precision import resolve_precision  # noqa: E402
+from training.step import train_step  # noqa: E402
 from utils.config import apply_opts  # noqa: E402
 from utils.optimizer import build_optimizer  # noqa: E402
-from utils.training import resolve_precision, train_step  # noqa: E402
 
 PEAK_TFLOPS = {  # dense tensor-core peaks by device-name fragment, first match wins: (bf16, tf32, fp32)
     "H100 PCIe": (756.0, 378.0, 51.2),

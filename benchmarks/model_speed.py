@@ -18,7 +18,7 @@ Modes:
   ``forward_train(image, text)``, hf ``GroupViTModel(input_ids, pixel_values, return_loss=True)``;
 - 'forward+backward': the same in training mode (Gumbel noise, BatchNorm batch statistics; ours and naive also
   DropPath, which HF lacks) and the loss's backward; no optimizer;
-- 'train-step': ``utils.training.train_step`` (forward, backward, gradient clipping, AdamW) with the config's own
+- 'train-step': ``training.step.train_step`` (forward, backward, gradient clipping, AdamW) with the config's own
   text ([B, 1 + M, 77] with the multi-label loss, as in training); ours vs naive (hf has no multi-label loss).
 Captions are random token ids of 5-40 tokens, noun prompts come from the 80 CLIP templates (common.text_batch).
 Peak memory: the most tensor memory alive during one call above what was allocated before it (weights excluded).
@@ -42,8 +42,9 @@ from naive import reference_faithful  # noqa: E402
 
 from models import build_model  # noqa: E402
 from models.hf_convert import hf_config_from_model_cfg, reference_to_hf  # noqa: E402
+from training.precision import resolve_precision  # noqa: E402
+from training.step import train_step  # noqa: E402
 from utils.optimizer import build_optimizer  # noqa: E402
-from utils.training import resolve_precision, train_step  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 MODES = ("forward", "forward+backward", "train-step")
@@ -96,7 +97,7 @@ def loss_step(model: torch.nn.Module, call: Callable[[], torch.Tensor], training
 
 def optimizer_step(model: torch.nn.Module, cfg, batch: dict, device: torch.device, precision: str,
                    naive: bool = False) -> Callable[[], None]:
-    """One full training step (utils.training.train_step: forward, backward, clipping, AdamW)."""
+    """One full training step (training.step.train_step: forward, backward, clipping, AdamW)."""
     optimizer = build_optimizer(cfg.train, model)
     prec = resolve_precision(OmegaConf.merge(cfg.train, {"amp": precision}), device)
     scaler = torch.amp.GradScaler(device.type, enabled=prec.use_scaler)

@@ -24,11 +24,12 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not a package
 
 from models import build_model  # noqa: E402
+from training.precision import Precision, resolve_precision  # noqa: E402
+from training.step import train_step  # noqa: E402
 from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.config import apply_opts, load_config  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.optimizer import build_optimizer  # noqa: E402
-from utils.training import Precision, resolve_precision, train_step  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -9,9 +9,9 @@ import torch
 from helpers_train_data import write_tiny_setup
 
 import main_group_vit
-from utils import training
+from training import loop
 
-REAL_STEP = training.train_step
+REAL_STEP = loop.train_step
 
 
 def run(cfg: Path, out: Path, monkeypatch) -> list[dict[str, float]]:
@@ -23,7 +23,7 @@ def run(cfg: Path, out: Path, monkeypatch) -> list[dict[str, float]]:
         seen.append({k: v.item() for k, v in losses.items()} | {"grad_norm": grad_norm.item()})
         return losses, grad_norm
 
-    monkeypatch.setattr(training, "train_step", recording_step)
+    monkeypatch.setattr(loop, "train_step", recording_step)
     main_group_vit.main(["--cfg", str(cfg), "--output", str(out)])
     return seen
 

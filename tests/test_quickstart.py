@@ -124,8 +124,9 @@ def test_reported_numbers_are_recomputed(run):
 
     from datasets.builder import build_val_loader
     from segmentation.runtime import load_eval_model
+    from training.evaluate import validate_cls
+    from training.precision import Precision
     from utils.config import load_config
-    from utils.training import Precision, validate_cls
 
     cfg = load_config(results["paths"]["config"])
     model, _ = load_eval_model(cfg, results["paths"]["checkpoint"], torch.device("cpu"))

@@ -12,8 +12,9 @@ from helpers_train_data import write_tiny_setup
 
 import main_group_vit
 from models.multi_label_contrastive import MultiLabelContrastive
+from training.precision import Precision
+from training.step import NonFiniteGuard, train_step
 from utils.errors import UserError
-from utils.training import NonFiniteGuard, Precision, train_step
 
 FP32 = Precision("fp32", None, False)
 

@@ -17,9 +17,9 @@ import torch
 from helpers_train_data import write_tiny_setup
 
 from datasets.builder import build_train_loader
+from training.rng import set_random_seed
 from utils.checkpoint import load_checkpoint, remove_partial_saves, save_checkpoint
 from utils.config import load_config
-from utils.training import set_random_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTIAL = re.compile(r"^\..+\.tmp$")  # save_checkpoint's temporary names

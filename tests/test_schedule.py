@@ -8,11 +8,12 @@ import torch
 from omegaconf import OmegaConf
 
 from models import build_model
+from training.precision import resolve_precision
+from training.run import scale_learning_rates
 from utils.config import load_config
 from utils.errors import UserError
 from utils.lr_scheduler import build_scheduler
 from utils.optimizer import build_optimizer, param_groups
-from utils.training import resolve_precision, scale_learning_rates
 
 ROOT = Path(__file__).resolve().parents[1]
 

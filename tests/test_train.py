@@ -17,8 +17,10 @@ from PIL import Image
 
 import main_group_vit
 from datasets import template_meta, tokenize
+from training import loop
+from training.precision import Precision
+from training.step import train_step
 from utils.errors import UserError
-from utils.training import Precision, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_CKPT = ROOT / "tests" / "golden" / "tiny_official_ckpt.pth"
@@ -50,15 +52,15 @@ def test_train_checkpoint_then_auto_resume(tmp_path, monkeypatch):
     cfg = write_tiny_setup(tmp_path, epochs=2)
     out = tmp_path / "out"
     argv = ["--cfg", str(cfg), "--output", str(out)]
-    real_epoch = main_group_vit.train_one_epoch
+    real_epoch = loop.train_one_epoch
 
-    def stop_at_epoch_1(*args):
-        if args[7] == 1:  # the epoch argument
+    def stop_at_epoch_1(state, epoch):
+        if epoch == 1:
             raise KeyboardInterrupt
-        return real_epoch(*args)
+        return real_epoch(state, epoch)
 
     fake_segmentation(monkeypatch, None)  # the evaluator is not importable: reported, skipped
-    monkeypatch.setattr(main_group_vit, "train_one_epoch", stop_at_epoch_1)
+    monkeypatch.setattr(loop, "train_one_epoch", stop_at_epoch_1)
     with pytest.raises(KeyboardInterrupt):
         main_group_vit.main(argv)
     assert {p.name for p in out.glob("*.pth")} == {"ckpt_epoch_0.pth", "checkpoint.pth", "ckpt_epoch_0_best_acc1.pth"}
@@ -68,7 +70,7 @@ def test_train_checkpoint_then_auto_resume(tmp_path, monkeypatch):
     log = (out / "log.txt").read_text()
     assert "zero-shot segmentation skipped: the evaluator is not available" in log
 
-    monkeypatch.setattr(main_group_vit, "train_one_epoch", real_epoch)
+    monkeypatch.setattr(loop, "train_one_epoch", real_epoch)
     fake_segmentation(monkeypatch, missing_voc)
     metrics = main_group_vit.main(argv)
     log = (out / "log.txt").read_text()
@@ -211,7 +213,7 @@ def test_classnames_from_config(tmp_path):
     from omegaconf import OmegaConf
 
     from datasets import imagenet_classes
-    from utils.training import load_classnames
+    from training.evaluate import load_classnames
 
     assert load_classnames(OmegaConf.create({"classnames": None})) == list(imagenet_classes)
     assert load_classnames(OmegaConf.create({"classnames": ["dog", "cat"]})) == ["dog", "cat"]

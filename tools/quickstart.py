@@ -202,11 +202,11 @@ def evaluate_seg_to(cfg: DictConfig, model: torch.nn.Module, out_dir: Path, logg
 
 @torch.no_grad()
 def classify(cfg: DictConfig, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
-    """Zero-shot classification of every image of the cls set (as utils.training.validate_cls does it), keeping
+    """Zero-shot classification of every image of the cls set (as training.evaluate.validate_cls does it), keeping
     each image's target and top-5 predictions."""
     from datasets import Tokenize, build_dataset_class_tokens
     from datasets.builder import build_val_loader
-    from utils.training import load_classnames
+    from training.evaluate import load_classnames
 
     model.eval()
     classnames = load_classnames(cfg.evaluate.cls)
@@ -359,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     from models import build_model
     from segmentation.runtime import load_eval_model
-    from utils.training import set_random_seed
+    from training.rng import set_random_seed
 
     with timer("untrained evaluation"):
         logger.info("evaluating the untrained model (same architecture and seed, before any training step)")

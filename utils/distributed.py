@@ -58,3 +58,10 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     if is_dist():
         dist.all_reduce(x, op=dist.ReduceOp.SUM)
     return x
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (``model`` itself when it is not wrapped)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model

@@ -1,0 +1,24 @@
+"""The pretraining engine (spec 6), one idea per module:
+
+- ``run``: ``train(cfg, ...)`` and ``evaluate(cfg, ...)``, the two verbs of ``main_group_vit.py``: build the run,
+  then loop over epochs; ``train`` returns the run's ``History``.
+- ``state``: ``RunState`` (everything a run carries from step to step) and ``History`` (per-step losses,
+  per-epoch metrics).
+- ``precision``: the mixed-precision choice (``train.amp``).
+- ``rng``: seeding of the process RNGs.
+- ``step``: one training step (forward, backward, clip, optimizer step) and the non-finite-step guard.
+- ``loop``: one epoch of steps, and the epochs with their evaluation and checkpoints.
+- ``evaluate``: zero-shot classification (and the optional segmentation check) during training.
+- ``checkpointing``: the training state as a checkpoint, epoch checkpoint files, resuming.
+- ``reporting``: scalars to TensorBoard and Weights & Biases.
+
+Reliability: every epoch reseeds the RNGs from (seed, rank, epoch) and the loader restarts its stream from the
+epoch's seeds, so an epoch's losses depend only on the weights and optimizer state it starts from: a run resumed
+from a checkpoint repeats an uninterrupted run exactly (on the same hardware and settings). A step with a non-finite
+loss or gradient norm leaves the weights alone and is counted (``NonFiniteGuard``).
+"""
+
+from training.run import evaluate, train
+from training.state import History
+
+__all__ = ["History", "evaluate", "train"]

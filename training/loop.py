@@ -1,0 +1,114 @@
+"""The training loop: one epoch of steps (``train_one_epoch``) and the epochs with their evaluation, checkpoints
+and reports (``run_epochs``)."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from pathlib import Path
+
+import torch
+from timm.utils import AverageMeter
+
+from training.checkpointing import save_epoch_checkpoint, training_state
+from training.evaluate import validate_epoch
+from training.rng import epoch_seed, set_random_seed
+from training.state import History, RunState
+from training.step import train_step
+from utils.distributed import get_rank, get_world_size
+from utils.errors import UserError
+
+
+def train_one_epoch(state: RunState, epoch: int) -> dict[str, float]:
+    """One epoch of ``len(state.train_loader)`` iterations; the scheduler is stepped per optimizer step, after it.
+    Returns the epoch's mean losses; every iteration with a finite loss is added to ``state.history.steps``.
+
+    The RNGs are reseeded from (``cfg.seed``, rank, epoch) first. Iterations with a non-finite loss or gradient norm
+    are logged, left out of the averages and counted by ``state.guard``; the epoch's last log line counts them and
+    the bad samples the loader skipped.
+    """
+    cfg, model, loader, guard, logger = state.cfg, state.model, state.train_loader, state.guard, state.logger
+    set_random_seed(epoch_seed(cfg.seed, get_rank(), get_world_size(), epoch))
+    model.train()
+    num_steps = len(loader)
+    accumulation = max(1, cfg.train.accumulation_steps)
+    meters: dict[str, AverageMeter] = {}
+    batch_time, norm_meter = AverageMeter(), AverageMeter()
+    guard.start_epoch()
+    state.optimizer.zero_grad(set_to_none=True)
+    start = end = time.time()
+    for idx, batch in enumerate(loader):
+        batch = {k: v.to(state.device, non_blocking=True) for k, v in batch.items()}
+        step = (idx + 1) % accumulation == 0
+        lr = state.optimizer.param_groups[0]["lr"]  # the rate this step runs with
+        losses, grad_norm = train_step(model, batch, state.optimizer, state.scaler, state.precision,
+                                       cfg.train.clip_grad, accumulation, step)
+        if step:
+            state.scheduler.step_update(epoch * num_steps + idx)
+        finite = bool(torch.isfinite(losses["total_loss"])) and not (step and grad_norm is None)
+        if not finite:
+            logger.warning(f"Train: [{epoch}/{cfg.train.epochs}][{idx}/{num_steps}]  non-finite loss "
+                           f"({losses['total_loss'].item():.4g}) or gradient norm: optimizer step skipped "
+                           f"({guard.in_a_row + 1} in a row)")
+        guard.update(finite, epoch * num_steps + idx, f"epoch {epoch}, step {idx}/{num_steps}")
+        batch_time.update(time.time() - end)
+        end = time.time()
+        if not finite:
+            continue
+        values = {name: value.item() for name, value in losses.items()}
+        for name, value in values.items():
+            meters.setdefault(name, AverageMeter()).update(value, batch["image"].shape[0])
+        if grad_norm is not None and torch.isfinite(grad_norm):  # (the fp16 grad scaler's overflows are not)
+            norm_meter.update(grad_norm.item())
+            values["grad_norm"] = norm_meter.val
+        state.history.steps.append({"epoch": epoch, "iteration": epoch * num_steps + idx, "lr": lr, **values})
+        if idx % cfg.print_freq == 0 or idx == num_steps - 1:
+            eta = datetime.timedelta(seconds=int(batch_time.avg * (num_steps - idx - 1)))
+            memory = f"  mem {torch.cuda.max_memory_allocated() / 2**20:.0f}MB" if state.device.type == "cuda" else ""
+            losses_text = "  ".join(f"{k} {m.val:.4f} ({m.avg:.4f})" for k, m in meters.items())
+            logger.info(f"Train: [{epoch}/{cfg.train.epochs}][{idx}/{num_steps}]  eta {eta}  lr {lr:.4e}  "
+                        f"time {batch_time.val:.4f} ({batch_time.avg:.4f})  {losses_text}  "
+                        f"grad_norm {norm_meter.val:.4f} ({norm_meter.avg:.4f}){memory}")
+            if state.reporter is not None:
+                scalars = {f"iter/{k}": m.val for k, m in meters.items()}
+                state.reporter.scalars({**scalars, "iter/lr": lr, "iter/grad_norm": norm_meter.val},
+                                       epoch * num_steps + idx)
+    counts = loader.counts
+    logger.info(f"EPOCH {epoch} training takes {datetime.timedelta(seconds=int(time.time() - start))}; skipped: "
+                f"{counts.skipped} bad samples of {counts.read} read, {guard.in_epoch} non-finite steps")
+    return {name: m.avg for name, m in meters.items()}
+
+
+def run_epochs(state: RunState) -> History:
+    """Epochs ``state.start_epoch`` .. ``train.epochs - 1``: train, evaluate every ``evaluate.eval_freq`` epochs (and
+    the last), save checkpoints every ``checkpoint.save_freq`` epochs (the last, and a new best), report."""
+    cfg, logger, history = state.cfg, state.logger, state.history
+    metrics = history.best
+    try:
+        for epoch in range(state.start_epoch, cfg.train.epochs):
+            losses = train_one_epoch(state, epoch)
+            results, best = {}, []
+            if epoch % cfg.evaluate.eval_freq == 0 or epoch == cfg.train.epochs - 1:
+                results, best, state.run_seg = validate_epoch(cfg, state.model, state.val_loader, state.run_seg,
+                                                              metrics, state.precision, state.device, logger)
+            if epoch % cfg.checkpoint.save_freq == 0 or epoch == cfg.train.epochs - 1 or best:
+                saved = Path(cfg.output) / f"ckpt_epoch_{epoch}.pth"
+                if get_rank() == 0:
+                    ckpt = training_state(state.model, state.optimizer, state.scheduler, state.scaler, epoch, metrics,
+                                          cfg)
+                    save_epoch_checkpoint(cfg.output, ckpt, cfg.checkpoint.max_kept, best)
+                    logger.info(f"saved {saved}" + "".join(f" (best {m})" for m in best))
+                state.guard.last_checkpoint = str(saved)
+            if state.reporter is not None:
+                scalars = {f"epoch/{k}": v for k, v in {**results, **metrics}.items() if k != "num_images"}
+                state.reporter.scalars(scalars, epoch)
+            history.epochs.append({"epoch": epoch, **losses, **results})
+            logger.info(f"epoch {epoch}: max accuracy {metrics['max_accuracy']:.2f}%, "
+                        f"max mIoU {metrics['max_miou']:.2f}")
+    except UserError as e:  # e.g. too many bad samples or non-finite steps: the log says why the run stopped
+        logger.error(str(e))
+        raise
+    finally:
+        if state.reporter is not None:
+            state.reporter.close()
+    return history

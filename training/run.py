@@ -1,0 +1,138 @@
+"""The two verbs of ``main_group_vit.py``: ``train(cfg)`` (build the run from the config, then its epochs; returns
+the ``History``) and ``evaluate(cfg)`` (zero-shot classification of a checkpoint)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf, read_write
+from torch.nn.parallel import DistributedDataParallel
+
+from datasets.builder import build_train_loader, build_val_loader
+from models import build_model
+from training.checkpointing import resume_training
+from training.evaluate import validate_cls
+from training.loop import run_epochs
+from training.precision import resolve_precision
+from training.reporting import Reporter
+from training.rng import set_random_seed
+from training.state import History, RunState
+from training.step import NonFiniteGuard
+from utils.checkpoint import auto_resume_helper, load_checkpoint, load_model_state, remove_partial_saves
+from utils.cli import make_output_dir
+from utils.distributed import get_rank, get_world_size, init_distributed
+from utils.errors import UserError
+from utils.logger import get_logger
+from utils.lr_scheduler import build_scheduler
+from utils.optimizer import build_optimizer
+
+
+def scale_learning_rates(cfg: DictConfig, world_size: int) -> None:
+    """Linear scaling to the global batch: lr * batch_size * world_size / 4096, for base, warmup and min lr,
+    times ``accumulation_steps`` when it is > 1 (in place)."""
+    factor = cfg.data.batch_size * world_size / 4096.0
+    if cfg.train.accumulation_steps > 1:
+        factor *= cfg.train.accumulation_steps
+    with read_write(cfg):
+        for key in ("base_lr", "warmup_lr", "min_lr"):
+            cfg.train[key] = cfg.train[key] * factor
+
+
+def save_run_config(cfg: DictConfig) -> None:
+    """``<output>/config.yml``: the resolved run config (rank 0), written once the run's inputs have loaded."""
+    if get_rank() == 0:
+        container = OmegaConf.to_container(cfg, resolve=True)
+        container.pop("_base_", None)  # the saved file stands alone
+        OmegaConf.save(OmegaConf.create(container), Path(cfg.output) / "config.yml")
+
+
+def start_run(cfg: DictConfig, device: torch.device | None, logger: logging.Logger | None,
+              ) -> tuple[torch.device, logging.Logger]:
+    """What both verbs do first: join the process group (if torchrun describes one), scale the learning rates,
+    seed, create the output folder and its logger."""
+    device = device or init_distributed()
+    scale_learning_rates(cfg, get_world_size())
+    set_random_seed(cfg.seed + get_rank())
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    make_output_dir(cfg.output)
+    logger = logger or get_logger(cfg.output)
+    logger.info(f"{'evaluating' if cfg.evaluate.eval_only else 'training'} {cfg.model_name} on {device} "
+                f"(world size {get_world_size()}); full config in {Path(cfg.output) / 'config.yml'}")
+    return device, logger
+
+
+def evaluate(cfg: DictConfig, device: torch.device | None = None,
+             logger: logging.Logger | None = None) -> dict[str, float]:
+    """Zero-shot ImageNet top-1/top-5 of the checkpoint ``checkpoint.resume`` (or the output folder's newest);
+    no training shard is needed."""
+    device, logger = start_run(cfg, device, logger)
+    resume = cfg.checkpoint.resume or (cfg.checkpoint.auto_resume and auto_resume_helper(cfg.output))
+    if not resume:
+        raise UserError("--eval needs weights: give --resume CHECKPOINT (a path or URL)")
+    pin = cfg.data.pin_memory and device.type == "cuda"
+    loader = build_val_loader(cfg.data, get_rank(), get_world_size(), pin_memory=pin)
+    model = build_model(cfg.model).to(device)
+    load_model_state(model, load_checkpoint(resume)["model"])
+    save_run_config(cfg)
+    precision = resolve_precision(cfg.train, device)
+    metrics = validate_cls(cfg, model, loader, precision, device)
+    logger.info(f"Accuracy of {resume} on the {metrics['num_images']} test images: top-1 {metrics['acc1']:.2f}%  "
+                f"top-5 {metrics['acc5']:.2f}%  ({precision.name})")
+    return metrics
+
+
+def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> RunState:
+    """Loaders, model (DDP with several processes), optimizer, schedule, grad scaler; resumed from
+    ``checkpoint.resume`` or, with ``checkpoint.auto_resume``, from the output folder's newest checkpoint."""
+    rank, world_size = get_rank(), get_world_size()
+    guard = NonFiniteGuard(cfg.train.max_nonfinite_steps)
+    pin = cfg.data.pin_memory and device.type == "cuda"
+    train_loader = build_train_loader(cfg.data, rank, world_size, pin_memory=pin)
+    val_loader = None
+    if "cls" in cfg.evaluate.task:
+        val_loader = build_val_loader(cfg.data, rank, world_size, pin_memory=pin, missing_ok=True)
+        if val_loader is None:
+            logger.info("zero-shot classification skipped: no validation shards (data.dataset.val)")
+
+    model = build_model(cfg.model).to(device)
+    if world_size > 1 and device.type == "cuda":  # the reference's SyncBatchNorm projectors (CUDA only)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    logger.info(f"model: {sum(p.numel() for p in model.parameters()):,} parameters")
+    optimizer = build_optimizer(cfg.train, model)
+    precision = resolve_precision(cfg.train, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
+    scheduler = build_scheduler(cfg.train, optimizer, len(train_loader))
+    if world_size > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                        broadcast_buffers=False)
+    logger.info(f"precision {precision.name}; {len(train_loader)} iterations per epoch; lr {cfg.train.base_lr:.3g} "
+                f"(warmup {cfg.train.warmup_lr:.3g}, min {cfg.train.min_lr:.3g})")
+    state = RunState(cfg=cfg, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                     precision=precision, device=device, logger=logger, guard=guard, train_loader=train_loader,
+                     val_loader=val_loader, run_seg="seg" in cfg.evaluate.task, start_epoch=cfg.train.start_epoch)
+
+    if rank == 0 and (partial := remove_partial_saves(cfg.output)):
+        logger.info(f"removed {len(partial)} incomplete checkpoint file(s) of an interrupted run, e.g. {partial[0]}")
+    resume = cfg.checkpoint.resume
+    if cfg.checkpoint.auto_resume and (found := auto_resume_helper(cfg.output)):
+        if resume and resume != found:
+            logger.warning(f"auto-resume: using {found} instead of {resume}")
+        resume = found
+    if resume:
+        state.start_epoch, state.history.best = resume_training(resume, model, optimizer, scheduler, scaler, logger)
+        guard.last_checkpoint = resume
+    train_loader.set_first_epoch(state.start_epoch)
+    return state
+
+
+def train(cfg: DictConfig, device: torch.device | None = None, logger: logging.Logger | None = None) -> History:
+    """Pretrain as ``cfg`` says (a run config as ``utils.config.get_config`` makes it: ``output`` set); returns the
+    history (per-iteration losses, per-epoch metrics, best metrics). ``device``: default the process's (CUDA when
+    visible, joining torchrun's process group); ``logger``: default ``<output>/log.txt`` and the console."""
+    device, logger = start_run(cfg, device, logger)
+    state = build_run(cfg, device, logger)
+    save_run_config(cfg)
+    state.reporter = Reporter(cfg, logger) if get_rank() == 0 else None
+    return run_epochs(state)
