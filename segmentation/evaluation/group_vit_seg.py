@@ -7,8 +7,14 @@ mmseg's; ``slide_inference`` and ``postprocess_result`` keep mmseg's semantics (
 averaging, the resize to the original size) but run every window of an image through the encoder as one batch and
 compute only the reference's label map. tests/test_perf_equivalence.py checks them against mmseg's own.
 
+Several background thresholds are computed from one forward (``bg_threshs``): the class scores do not depend on
+the threshold, so the segmentor outputs one background channel per threshold before the N class channels, and the
+label map of threshold k is the argmax over its background channel and the class channels, as a run with that
+threshold alone computes it.
+
 Shapes: B crops of H x W pixels, L image tokens, G_k groups at grouping stage k (64 then 8 for the released
-models), N text classes, E embedding dim, C = N + 1 output channels (background first) or N.
+models), N text classes, E embedding dim, K background thresholds (1 by default, 0 without background),
+C = N + 1 classes (background first) or N, K + N output channels.
 """
 
 from __future__ import annotations
@@ -106,18 +112,36 @@ class GroupViTSegInference(EncoderDecoder):
 
     def __init__(self, model: MultiLabelContrastive, text_embedding: Tensor, with_bg: bool,
                  test_cfg: Mapping[str, Any], data_preprocessor: Mapping[str, Any],
-                 classes: Sequence[str], palette: Sequence[Sequence[int]]):
+                 classes: Sequence[str], palette: Sequence[Sequence[int]], bg_threshs: Sequence[float] | None = None):
+        """``bg_threshs``: the background thresholds to compute (default: ``test_cfg.bg_thresh``, else 0.95);
+        ignored without background."""
         BaseSegmentor.__init__(self, data_preprocessor=SegDataPreProcessor(**data_preprocessor))
         self.model = model
         self.register_buffer("text_embedding", text_embedding)  # [N, E], L2-normalised
         self.with_bg = with_bg
-        self.num_classes = self.out_channels = text_embedding.shape[0] + int(with_bg)
+        self.num_classes = text_embedding.shape[0] + int(with_bg)
         self.align_corners = False
         self.test_cfg = ConfigDict(test_cfg)
-        self.bg_thresh = float(self.test_cfg.get("bg_thresh", 0.95))
+        if bg_threshs is None:
+            bg_threshs = [0.95 if self.test_cfg.get("bg_thresh") is None else self.test_cfg.bg_thresh]
+        self.bg_threshs = tuple(float(t) for t in bg_threshs) if with_bg else ()
         self.classes = tuple(classes)  # C names, background first when with_bg
         self.palette = [list(color) for color in palette]  # C RGB colours
         assert len(self.classes) == len(self.palette) == self.num_classes
+
+    @property
+    def out_channels(self) -> int:
+        """K background channels (one per threshold) and the N class channels."""
+        return len(self.bg_threshs) + self.text_embedding.shape[0]
+
+    @property
+    def bg_thresh(self) -> float:
+        """The (first) background threshold."""
+        return self.bg_threshs[0]
+
+    @bg_thresh.setter
+    def bg_thresh(self, value: float) -> None:
+        self.bg_threshs = (float(value),)
 
     def get_attn_maps(self, img: Tensor) -> list[Tensor]:
         """Chained soft group maps of each grouping stage, at the input size: [B, H, W, G_k]."""
@@ -125,7 +149,7 @@ class GroupViTSegInference(EncoderDecoder):
         return chained_attn_maps(out["attn_dicts"], *img.shape[-2:])
 
     def encode_decode(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
-        """Per-crop class scores [B, C, H, W] (scores in [0, 1]; the background channel is 0 or 1).
+        """Per-crop scores [B, K + N, H, W] (class scores in [0, 1]; the background channels are 0 or 1).
 
         The image encoder runs once per crop; the reference ran it twice (for the attention maps and the
         features), which gives the same values. Every pixel takes its final group's row of a [B, G, C] table.
@@ -135,7 +159,7 @@ class GroupViTSegInference(EncoderDecoder):
 
     def decode(self, out: Mapping[str, Any], height: int, width: int) -> Tensor:
         """:meth:`encode_decode` after the image encoder: its ``as_dict`` outputs (with features and attention)
-        -> class scores [B, C, height, width]."""
+        -> scores [B, K + N, height, width]."""
         final = chained_assignments(out["attn_dicts"])[-1]  # [B, 1, L, G]
         group_of_pixel = upsample_token_map(final, height, width).max(dim=1).indices  # [B, H, W], first max wins
         image_x = F.normalize(self.model.img_projector(out["x"]), dim=-1)  # [B, E]
@@ -152,9 +176,10 @@ class GroupViTSegInference(EncoderDecoder):
         if self.with_bg:
             # Background where no class reaches min(bg_thresh, the best group score of the crop); a pixel's class
             # scores are its group's row, so the rule is decided per group.
-            thresh = rows.flatten(1).max(dim=1).values.clamp(max=self.bg_thresh)  # [B]
-            background = rows.max(dim=-1, keepdim=True).values < thresh[:, None, None]  # [B, G, 1]
-            rows = torch.cat([background.to(rows.dtype), rows], dim=-1)  # [B, G, C]
+            best = rows.flatten(1).max(dim=1).values  # [B]
+            group_best = rows.max(dim=-1, keepdim=True).values  # [B, G, 1]
+            background = [group_best < best.clamp(max=t)[:, None, None] for t in self.bg_threshs]  # K x [B, G, 1]
+            rows = torch.cat([*(bg.to(rows.dtype) for bg in background), rows], dim=-1)  # [B, G, K + N]
         B, C = rows.shape[0], rows.shape[-1]
         index = group_of_pixel.view(B, 1, -1).expand(-1, C, -1)  # [B, C, H*W]
         return rows.transpose(1, 2).contiguous().gather(2, index).view(B, C, height, width)
@@ -184,7 +209,10 @@ class GroupViTSegInference(EncoderDecoder):
     def postprocess_result(self, seg_logits: Tensor, data_samples: OptSampleList = None) -> SampleList:
         """mmseg's ``postprocess_result``: padding cut off, flip undone, bilinear resize to ``ori_shape`` (nothing of
         this without ``data_samples``). The label is the reference's, the argmax of the softmax over channels (mmseg
-        0.x; the lowest index wins ties), instead of mmseg 1.x's argmax of the raw scores, which is not computed."""
+        0.x; the lowest index wins ties), instead of mmseg 1.x's argmax of the raw scores, which is not computed.
+
+        With several thresholds, ``seg_logits`` [C, H, W] and ``pred_sem_seg`` are the first threshold's and
+        ``pred_sem_seg_per_thresh`` [K, H, W] holds every threshold's label map."""
         metas = [None] * len(seg_logits) if data_samples is None else [s.metainfo for s in data_samples]
         data_samples = data_samples or [SegDataSample() for _ in range(len(seg_logits))]
         height, width = seg_logits.shape[-2:]
@@ -199,8 +227,17 @@ class GroupViTSegInference(EncoderDecoder):
                     logits = logits.flip(dims=(3,) if direction == "horizontal" else (2,))
                 logits = F.interpolate(logits, size=tuple(meta["ori_shape"][:2]), mode="bilinear",
                                        align_corners=self.align_corners)
-            logits = logits[0]
+            per_thresh = self.split_thresholds(logits[0])  # K x [C, H, W], or the [C, H, W] logits alone
             # max(...).indices is argmax (the first maximum wins), several times faster over the channel axis
-            label = logits.softmax(dim=0).max(dim=0, keepdim=True).indices
-            sample.set_data({"seg_logits": PixelData(data=logits), "pred_sem_seg": PixelData(data=label)})
+            labels = [scores.softmax(dim=0).max(dim=0, keepdim=True).indices for scores in per_thresh]  # [1, H, W]
+            sample.set_data({"seg_logits": PixelData(data=per_thresh[0]), "pred_sem_seg": PixelData(data=labels[0])})
+            if len(labels) > 1:
+                sample.set_data({"pred_sem_seg_per_thresh": PixelData(data=torch.cat(labels))})
         return data_samples
+
+    def split_thresholds(self, logits: Tensor) -> list[Tensor]:
+        """[K + N, H, W] -> one [C, H, W] score map per threshold (its background channel, then the classes)."""
+        K = len(self.bg_threshs)
+        if K <= 1:
+            return [logits]
+        return [torch.cat([logits[k:k + 1], logits[K:]]) for k in range(K)]
