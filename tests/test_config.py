@@ -96,6 +96,8 @@ EXPECTED_DEFAULTS: dict[str, object] = {
     "evaluate.seg.cfg": "segmentation/configs/_base_/datasets/pascal_voc12.py",
     "evaluate.seg.template": "simple",
     "evaluate.seg.opts": [],
+    "evaluate.seg.protocol": "groupvit",
+    "evaluate.seg.short_side": None,
     "checkpoint.auto_resume": True,
     "checkpoint.resume": "",
     "checkpoint.freq": 1,
@@ -270,7 +272,7 @@ def test_matches_config_pickled_in_official_checkpoint(tmp_path, monkeypatch):
     mine, theirs = cfg_to_dict(cfg, resolve=False), cfg_to_dict(official, resolve=False)
     ours_only = {"data.text_aug.tagger", "data.max_bad_fraction", "train.amp", "train.max_nonfinite_steps",
                  "evaluate.cls.classnames", "data.uint8_images", "train.text_length_multiple", "train.compile",
-                 "train.cuda_graph"}  # keys this project added
+                 "train.cuda_graph", "evaluate.seg.protocol", "evaluate.seg.short_side"}  # keys this project added
     assert [kv for kv in flatten(mine).items() if kv[0] not in ours_only] == list(flatten(theirs).items())
 
 

@@ -41,6 +41,9 @@ def load_seg_config(path: str | Path, opts: Sequence[str] = ()) -> Config:
         key, text = (part.strip() for part in item.split("=", 1))
         node: Any = cfg.to_dict()
         for part in key.split("."):
+            if isinstance(node, list):
+                raise UserError(f"evaluate.seg.opts cannot set '{key}' inside a list (the pipelines are lists; the "
+                                "test resolution is evaluate.seg.short_side)")
             if not isinstance(node, Mapping) or part not in node:
                 raise UserError(f"unknown key '{key}' in segmentation config {path} (from evaluate.seg.opts)")
             node = node[part]
@@ -61,7 +64,7 @@ def _require(path: Path, what: str, is_dir: bool = True) -> None:
 
 
 def build_seg_dataset(seg_cfg: Config) -> BaseDataset:
-    """The test dataset; a missing folder or split file is a one-line UserError naming it."""
+    """The test dataset; a missing folder, split file or label file is a one-line UserError naming it."""
     root = Path(seg_cfg.data_root).expanduser()
     ds_cfg = copy.deepcopy(seg_cfg.test_dataloader.dataset.to_dict())
     _require(root, "data_root")
@@ -76,6 +79,11 @@ def build_seg_dataset(seg_cfg: Config) -> BaseDataset:
     dataset = DATASETS.build(ds_cfg)
     if len(dataset) == 0:
         raise UserError(f"segmentation dataset {root} has no images")
+    labels = (dataset.get_data_info(i)["seg_map_path"] for i in range(len(dataset)))
+    unlabelled = [path for path in labels if not Path(path).is_file()]
+    if unlabelled:
+        raise UserError(f"segmentation dataset {root}: {len(unlabelled)} of {len(dataset)} label files are missing "
+                        f"(first: {unlabelled[0]})")
     return dataset
 
 
@@ -104,11 +112,12 @@ def _class_meta(source: BaseDataset | Mapping[str, Any] | Sequence[str]) -> tupl
 
 def build_seg_inference(model: MultiLabelContrastive, dataset_or_classes: BaseDataset | Mapping[str, Any] |
                         Sequence[str], text_transform: Callable[[str], torch.Tensor], seg_cfg: Config,
-                        template: str = "simple") -> GroupViTSegInference:
+                        template: str = "simple", bg_threshs: Sequence[float] | None = None) -> GroupViTSegInference:
     """The segmentor on ``model``'s device, in eval mode, with one text embedding per class.
 
     ``dataset_or_classes``: a dataset, its ``metainfo``-like mapping (``classes``, optional ``palette``) or class
-    names. A first class named 'background' is never prompted: it comes from the threshold rule.
+    names. A first class named 'background' is never prompted: it comes from the threshold rule, at
+    ``seg_cfg.test_cfg.bg_thresh`` or at each of ``bg_threshs`` (computed from one forward).
     """
     classes, palette = _class_meta(dataset_or_classes)
     if len(classes) < 2:
@@ -118,6 +127,6 @@ def build_seg_inference(model: MultiLabelContrastive, dataset_or_classes: BaseDa
     tokens = build_dataset_class_tokens(text_transform, template, prompted)  # [N, T, 77]
     text_embedding = model.build_text_embedding(tokens)  # [N, E]
     seg_model = GroupViTSegInference(model, text_embedding, with_bg, seg_cfg.test_cfg, seg_cfg.data_preprocessor,
-                                     classes, palette)
+                                     classes, palette, bg_threshs=bg_threshs)
     return seg_model.to(text_embedding.device).eval()
 
