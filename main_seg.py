@@ -4,10 +4,13 @@
     python main_seg.py --cfg configs/group_vit_gcc_yfcc_30e.yml --resume CKPT.pth \
         --opts evaluate.seg.cfg=segmentation/configs/_base_/datasets/pascal_context.py --vis input_pred final_group
     torchrun --nproc_per_node 4 main_seg.py --cfg ... --resume ...
+    python main_seg.py --cfg ... --resume CKPT --suite all [--skip-missing] [--opts evaluate.seg.protocol=sclip]
+    python main_seg.py --cfg ... --resume CKPT --bg-thresh 0.5 0.7 0.9 0.95
 
 Without a ``model`` section in --cfg (e.g. --cfg configs/default.yml), the model config stored in the checkpoint
-is used. Writes ``<output>/seg_results.json``, ``<output>/log.txt``, ``<output>/config.json`` and, with --vis,
-``<output>/vis_imgs/<mode>/<image name>.png``. Evaluation runs in float32 (``train.amp_opt_level`` is not used).
+is used. Writes ``<output>/seg_results.json`` (with --suite: ``suite_results.json`` and ``suite_results.md``),
+``<output>/log.txt``, ``<output>/config.json`` and, with --vis, ``<output>/vis_imgs/[<dataset>/]<mode>/<image
+name>.png``. Evaluation runs in float32 (``train.amp_opt_level`` is not used).
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import argparse
 import json
 
 from segmentation.evaluation import evaluate_seg
+from segmentation.evaluation.suite import SUITE, parse_suite, run_suite
 from segmentation.runtime import close_distributed, experiment_config, load_eval_model
 from segmentation.vis import VIS_MODES, check_vis_modes
 from utils.cli import add_debug_flag, make_output_dir, run_cli
 from utils.config import cfg_to_dict
 from utils.distributed import get_rank, init_distributed
+from utils.errors import UserError
 from utils.logger import get_logger
 
 
@@ -35,16 +40,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tag", help="tag of the experiment (a sub-folder of the output)")
     parser.add_argument("--vis", nargs="+", default=None, metavar="MODE",
                         help=f"visualisations to write: {', '.join(VIS_MODES)}")
+    parser.add_argument("--suite", metavar="NAMES",
+                        help=f"evaluate the benchmark suite: 'all' or a comma list of {', '.join(SUITE)} "
+                             "(the model is loaded once)")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="with --suite: skip the datasets that are not there (default: an error before any runs)")
+    parser.add_argument("--bg-thresh", type=float, nargs="+", default=None, metavar="T",
+                        help="background thresholds to score, all from one forward per image (default: the "
+                             "dataset config's); with --suite they apply to the datasets with background")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
                         help="accepted for torch.distributed.launch; the device follows the LOCAL_RANK variable")
     add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
+def check_thresholds(values: list[float] | None) -> list[float] | None:
+    if values is not None and not all(0.0 <= t <= 1.0 for t in values):
+        raise UserError(f"--bg-thresh values must lie in [0, 1], got {' '.join(map(str, values))}")
+    return values
+
+
 def main(argv: list[str] | None = None) -> float:
+    """Returns the mIoU (with --suite: the mean over the datasets evaluated)."""
     args = parse_args(argv)
     cfg = experiment_config(args)
     vis_modes = check_vis_modes(cfg.vis)
+    bg_threshs = check_thresholds(args.bg_thresh)
+    suite = parse_suite(args.suite) if args.suite is not None else None
+    if args.skip_missing and suite is None:
+        raise UserError("--skip-missing needs --suite")
     device = init_distributed()  # cuda:LOCAL_RANK or cpu; joins the process group under torchrun
     try:
         output = make_output_dir(cfg.output)
@@ -52,8 +76,16 @@ def main(argv: list[str] | None = None) -> float:
         model, cfg = load_eval_model(cfg, cfg.checkpoint.resume, device)
         if get_rank() == 0:
             (output / "config.json").write_text(json.dumps(cfg_to_dict(cfg), indent=2))
+        if suite is not None:
+            logger.info("evaluating %s on the suite %s", cfg.checkpoint.resume, ", ".join(suite))
+            results = run_suite(cfg, model, suite, logger, args.skip_missing, bg_threshs, vis_modes,
+                                output / "vis_imgs")
+            if get_rank() == 0:
+                paths = results.write(output)
+                logger.info("results written to %s and %s", *paths)
+            return results.mean_miou()
         logger.info("evaluating %s on %s", cfg.checkpoint.resume, cfg.evaluate.seg.cfg)
-        results = evaluate_seg(cfg, model, logger, vis_modes, output / "vis_imgs")
+        results = evaluate_seg(cfg, model, logger, vis_modes, output / "vis_imgs", bg_threshs)
         if get_rank() == 0:
             path = output / "seg_results.json"
             path.write_text(json.dumps({"dataset_cfg": cfg.evaluate.seg.cfg, "checkpoint": cfg.checkpoint.resume,
