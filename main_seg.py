@@ -20,11 +20,11 @@ import json
 
 from segmentation.evaluation import evaluate_seg
 from segmentation.evaluation.suite import SUITE, parse_suite, run_suite
-from segmentation.runtime import close_distributed, experiment_config, load_eval_model
+from segmentation.model_loading import experiment_config, load_eval_model
 from segmentation.vis import VIS_MODES, check_vis_modes
 from utils.cli import add_debug_flag, make_output_dir, run_cli
 from utils.config import cfg_to_dict
-from utils.distributed import get_rank, init_distributed
+from utils.distributed import close_distributed, get_rank, init_distributed
 from utils.errors import UserError
 from utils.logger import get_logger
 

@@ -43,10 +43,9 @@ from common import (  # isort: skip  (benchmarks/ is not a package; common puts 
     ROOT, Table, append_results, full_config, machine_description, synchronize, text_batch, time_interleaved)
 from naive import ReferenceSegInference, reference_faithful  # noqa: E402
 
-from datasets import Tokenize  # noqa: E402
 from models import build_model  # noqa: E402
 from segmentation.datasets import VOC_CLASSES  # noqa: E402
-from segmentation.evaluation import build_seg_inference, load_seg_config  # noqa: E402
+from segmentation.evaluation import build_segmentor, load_seg_config  # noqa: E402
 from training.precision import resolve_precision  # noqa: E402
 from training.step import train_step  # noqa: E402
 from utils.config import apply_opts  # noqa: E402
@@ -209,7 +208,7 @@ def seg_stage(run: Run, cfg) -> None:
     torch.manual_seed(0)
     model = build_model(cfg.model).to(device).eval()
     seg_cfg = load_seg_config(ROOT / "segmentation/configs/_base_/datasets/pascal_voc12.py")
-    ours = build_seg_inference(model, list(VOC_CLASSES), Tokenize(), seg_cfg)
+    ours = build_segmentor(model, list(VOC_CLASSES), seg_cfg)
     ref = ReferenceSegInference.like(ours, seg_cfg.data_preprocessor)
     image = torch.randn(1, 3, 448, 597, generator=torch.Generator().manual_seed(0)).to(device)
     meta = dict(ori_shape=(375, 500), img_shape=(448, 597))

@@ -42,7 +42,7 @@ from datasets import Tokenize, WordAugTokenizeWrapper  # noqa: E402
 from datasets.synthetic import WorldSpec  # noqa: E402
 from models import build_model  # noqa: E402
 from models.group_vit import AssignAttention  # noqa: E402
-from segmentation.evaluation import build_seg_inference, load_seg_config  # noqa: E402
+from segmentation.evaluation import build_segmentor, load_seg_config  # noqa: E402
 from segmentation.evaluation.group_vit_seg import chained_assignments, upsample_token_map  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.optimizer import build_optimizer  # noqa: E402
@@ -152,7 +152,7 @@ def evaluate(model: torch.nn.Module, data: dict, seg_cfg) -> dict[str, float]:
     """Zero-shot mIoU (the real rule), oracle mIoU and final groups used per image, on the held-out set."""
     model.eval()
     names = list(syn.WorldSpec().class_names)
-    segmentor = build_seg_inference(model, names, Tokenize(), seg_cfg)
+    segmentor = build_segmentor(model, names, seg_cfg)
     K = len(names)
     hist = {"mIoU": 0, "oracle": 0}
     used = []

@@ -34,10 +34,9 @@ from common import (  # isort: skip  (benchmarks/ is not a package; common puts 
     BASIS_NOTE, Table, append_results, default_cfgs, machine_description, set_threads, time_interleaved, timing_basis)
 from naive import ReferenceSegInference, reference_faithful  # noqa: E402
 
-from datasets import Tokenize  # noqa: E402
 from models import build_model  # noqa: E402
 from segmentation.datasets import VOC_CLASSES  # noqa: E402
-from segmentation.evaluation import build_seg_inference, load_seg_config  # noqa: E402
+from segmentation.evaluation import build_segmentor, load_seg_config  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 VOC_CFG = "segmentation/configs/_base_/datasets/pascal_voc12.py"
@@ -60,8 +59,8 @@ def build_segmentors(cfg_path: str, device: torch.device):
     torch.manual_seed(0)
     model = build_model(cfg.model).to(device).eval()
     seg_cfg = load_seg_config(Path(__file__).resolve().parents[1] / VOC_CFG)
-    ours = build_seg_inference(model, list(VOC_CLASSES), Tokenize(), seg_cfg)
-    sweep = build_seg_inference(model, list(VOC_CLASSES), Tokenize(), seg_cfg, bg_threshs=SWEEP)
+    ours = build_segmentor(model, list(VOC_CLASSES), seg_cfg)
+    sweep = build_segmentor(model, list(VOC_CLASSES), seg_cfg, bg_threshs=SWEEP)
     return ours, sweep, ReferenceSegInference.like(ours, seg_cfg.data_preprocessor)
 
 

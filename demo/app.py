@@ -33,25 +33,16 @@ import cv2  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from mmengine.config import Config  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from datasets import Tokenize  # noqa: E402
 from datasets.image_check import MAX_PIXELS, check_image  # noqa: E402
 from models import build_model  # noqa: E402
-from segmentation.app_support import ImageSegmentation, segment_array  # noqa: E402
-from segmentation.datasets import parse_vocab, with_vocab  # noqa: E402
-from segmentation.datasets.vocab import BACKGROUND  # noqa: E402
-from segmentation.evaluation import GroupViTSegInference, build_seg_inference, load_seg_config  # noqa: E402
+from segmentation.datasets import VOCABULARY_PRESETS, preset_vocabulary, resolve_vocabulary  # noqa: E402
+from segmentation.evaluation import GroupViTSegInference, build_segmentor  # noqa: E402
 from segmentation.image_files import decode_image  # noqa: E402
-from segmentation.runtime import (  # noqa: E402,E501
-    DEFAULT_CFG,
-    DEMO_DATASETS,
-    experiment_config,
-    load_eval_model,
-    pick_device,
-)
-from utils.cli import add_debug_flag, run_cli  # noqa: E402
+from segmentation.inference import ImageSegmentation, segment_array  # noqa: E402
+from segmentation.model_loading import DEFAULT_CFG, experiment_config, load_eval_model  # noqa: E402
+from utils.cli import add_debug_flag, pick_device, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 log = logging.getLogger("groupvit.app")
@@ -95,28 +86,6 @@ def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, DictConfig, b
     return build_model(cfg.model).to(device).eval(), cfg, True
 
 
-def preset_vocabulary(dataset: str) -> str:
-    """A dataset's class names (background excepted), comma-separated, for the vocabulary box."""
-    return ", ".join(DEMO_DATASETS[dataset][1]["classes"][1:])
-
-
-def resolve_vocabulary(text: str) -> tuple[str, dict[str, list]]:
-    """The dataset whose config (test pipeline, background threshold) and colours to use, and the classes.
-
-    A vocabulary holding the whole class list of a preset keeps that dataset's order and colours (the largest
-    such preset wins); any other is background plus the names, with the VOC config and generated colours.
-    """
-    names = [n for n in parse_vocab([text or ""]) if n.lower() != BACKGROUND]
-    if not names:
-        raise UserError("the vocabulary is empty: type class names separated by commas (e.g. 'cup, saucer, "
-                        "spoon') or pick a preset")
-    given = {n.lower() for n in names}
-    for dataset, (_, meta) in sorted(DEMO_DATASETS.items(), key=lambda item: -len(item[1][1]["classes"])):
-        if {c.lower() for c in meta["classes"][1:]} <= given:
-            return dataset, with_vocab(meta, names)
-    return "voc", with_vocab(DEMO_DATASETS["voc"][1], names, vocab_only=True)
-
-
 def check_threshold(value: float | str | None) -> float | None:
     """The background threshold in [0, 1], or None (empty: the dataset config's)."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -152,15 +121,15 @@ class Segmenter:
 
     def __init__(self, model: torch.nn.Module, cfg: DictConfig, random_weights: bool = False):
         self.model, self.cfg, self.random_weights = model, cfg, random_weights
-        self._segmentors: OrderedDict[tuple, tuple[GroupViTSegInference, Config]] = OrderedDict()
+        self._segmentors: OrderedDict[tuple, GroupViTSegInference] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _segmentor(self, dataset: str, meta: dict[str, list]) -> tuple[GroupViTSegInference, Config]:
+    def _segmentor(self, dataset: str, meta: dict[str, list]) -> GroupViTSegInference:
         key = (dataset, tuple(meta["classes"]))
         if key not in self._segmentors:
-            seg_cfg = load_seg_config(DEMO_DATASETS[dataset][0], ["test_cfg.mode=whole", *self.cfg.evaluate.seg.opts])
-            seg_model = build_seg_inference(self.model, meta, Tokenize(), seg_cfg, self.cfg.evaluate.seg.template)
-            self._segmentors[key] = seg_model, seg_cfg
+            self._segmentors[key] = build_segmentor(self.model, meta, VOCABULARY_PRESETS[dataset][0],
+                                                    opts=["test_cfg.mode=whole", *self.cfg.evaluate.seg.opts],
+                                                    template=self.cfg.evaluate.seg.template)
             while len(self._segmentors) > SEGMENTOR_CACHE:
                 self._segmentors.popitem(last=False)
         self._segmentors.move_to_end(key)
@@ -171,9 +140,9 @@ class Segmenter:
         """Segment a BGR image with the comma-separated ``vocabulary``; ``bg_thresh`` None: the config's."""
         dataset, meta = resolve_vocabulary(vocabulary)
         with self._lock:
-            seg_model, seg_cfg = self._segmentor(dataset, meta)
-            seg_model.bg_thresh = float(seg_cfg.test_cfg.bg_thresh) if bg_thresh is None else bg_thresh
-            return segment_array(seg_model, seg_cfg, img, modes)
+            seg_model = self._segmentor(dataset, meta)
+            seg_model.bg_thresh = float(seg_model.test_cfg.bg_thresh) if bg_thresh is None else bg_thresh
+            return segment_array(seg_model, img, modes)
 
 
 @dataclass(frozen=True)

@@ -21,22 +21,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # demo/ is not a package: import the project's packages from the repository root
 
-import numpy as np  # noqa: E402
-
-from datasets import Tokenize  # noqa: E402
-from segmentation.datasets import with_vocab  # noqa: E402
-from segmentation.evaluation import build_seg_inference, load_seg_config  # noqa: E402
+from segmentation.datasets import VOCABULARY_PRESETS, with_vocab  # noqa: E402
+from segmentation.evaluation import build_segmentor  # noqa: E402
 from segmentation.image_files import read_image  # noqa: E402
-from segmentation.inference import segment_image  # noqa: E402
-from segmentation.runtime import (  # noqa: E402,E501
-    DEFAULT_CFG,
-    DEMO_DATASETS,
-    experiment_config,
-    load_eval_model,
-    pick_device,
-)
+from segmentation.inference import class_shares, segment_image  # noqa: E402
+from segmentation.model_loading import DEFAULT_CFG, experiment_config, load_eval_model  # noqa: E402
 from segmentation.vis import VIS_MODES, check_palette_png, check_vis_modes, visualize_sample  # noqa: E402
-from utils.cli import add_debug_flag, make_output_dir, run_cli  # noqa: E402
+from utils.cli import add_debug_flag, make_output_dir, pick_device, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 
@@ -49,7 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vis", nargs="+", default=["input_pred_label", "final_group"], metavar="MODE",
                         help=f"visualisations to write (default: input_pred_label final_group): {', '.join(VIS_MODES)}")
     parser.add_argument("--device", help="torch device (default: cuda:0 when available, else cpu)")
-    parser.add_argument("--dataset", default="voc", choices=list(DEMO_DATASETS), help="class names to segment with")
+    parser.add_argument("--dataset", default="voc", choices=list(VOCABULARY_PRESETS),
+                        help="class names to segment with")
     parser.add_argument("--input", required=True, help="image file")
     parser.add_argument("--output_dir", default="demo/output", help="output folder (default demo/output)")
     parser.add_argument("--vocab", nargs="+", metavar="NAME",
@@ -68,21 +60,19 @@ def main(argv: list[str] | None = None) -> list[Path]:
     out_dir = make_output_dir(args.output_dir) / "vis_imgs"
     device = pick_device(args.device)
     args.cfg = args.cfg or str(DEFAULT_CFG)
-    dataset_cfg, meta = DEMO_DATASETS[args.dataset]
+    dataset_cfg, meta = VOCABULARY_PRESETS[args.dataset]
     meta = with_vocab(meta, args.vocab, args.vocab_only) if args.vocab else meta
     if "pred" in modes:
         check_palette_png(len(meta["classes"]))
 
     cfg = experiment_config(args)
     model, cfg = load_eval_model(cfg, cfg.checkpoint.resume, device)
-    seg_cfg = load_seg_config(dataset_cfg, ["test_cfg.mode=whole", *cfg.evaluate.seg.opts])
-    seg_model = build_seg_inference(model, meta, Tokenize(), seg_cfg, cfg.evaluate.seg.template)
-    inputs, sample = segment_image(seg_model, seg_cfg, img, name=args.input)
+    seg_model = build_segmentor(model, meta, dataset_cfg, opts=["test_cfg.mode=whole", *cfg.evaluate.seg.opts],
+                                template=cfg.evaluate.seg.template)
+    inputs, sample = segment_image(seg_model, img, name=args.input)
 
-    label = sample.pred_sem_seg.data[0].cpu().numpy()
-    ids, counts = np.unique(label, return_counts=True)
-    found = ", ".join(f"{seg_model.classes[i]} {100 * n / label.size:.1f}%" for i, n in zip(ids, counts, strict=True))
-    print(f"{args.input}: {found}")
+    shares = class_shares(sample.pred_sem_seg.data[0].cpu().numpy(), seg_model.classes)
+    print(f"{args.input}: " + ", ".join(f"{name} {100 * share:.1f}%" for name, share in shares))
     written = visualize_sample(seg_model, inputs, sample, modes, out_dir, Path(args.input).stem)
     for path in written:
         print(f"wrote {path}")

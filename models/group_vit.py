@@ -15,7 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from utils.errors import UserError
 
-from .misc import pack_outputs
+from .outputs import pack_outputs
 from .transformer import attention
 
 

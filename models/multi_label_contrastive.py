@@ -12,7 +12,7 @@ from torch import nn
 
 from utils.distributed import all_gather_with_grad, get_rank, get_world_size
 
-from .misc import pack_outputs
+from .outputs import pack_outputs
 
 
 class ProjectMLP(nn.Module):

@@ -104,20 +104,17 @@ def test_segmentor_refuses_an_image_thinner_than_a_patch_after_the_resize():
     from omegaconf import OmegaConf
 
     from models import build_model
-    from segmentation.evaluation import build_seg_inference, load_seg_config
+    from segmentation.datasets import VOCABULARY_PRESETS
+    from segmentation.evaluation import build_segmentor
     from segmentation.inference import segment_image
-    from segmentation.runtime import DEMO_DATASETS
 
     torch.manual_seed(0)
     model = build_model(OmegaConf.load(ROOT / "tests" / "golden" / "tiny_model.yml").model).eval()
-    cfg_path, meta = DEMO_DATASETS["voc"]
-    seg_cfg = load_seg_config(cfg_path, ["test_cfg.mode=whole"])
-    from datasets import Tokenize
-
-    seg_model = build_seg_inference(model, meta, Tokenize(), seg_cfg)
+    cfg_path, meta = VOCABULARY_PRESETS["voc"]
+    seg_model = build_segmentor(model, meta, cfg_path, opts=["test_cfg.mode=whole"])
     with pytest.raises(BadImage, match=r"^thin\.jpg is too small or too thin: after the test pipeline's resize it "
                                        r"is 2048×5 pixels, less than one 16×16 patch$"):
-        segment_image(seg_model, seg_cfg, np.zeros((10, 4000, 3), dtype=np.uint8), name="thin.jpg")
+        segment_image(seg_model, np.zeros((10, 4000, 3), dtype=np.uint8), name="thin.jpg")
 
 
 @pytest.mark.slow

@@ -18,10 +18,9 @@ from mmseg.models.segmentors.base import BaseSegmentor
 from mmseg.structures import SegDataSample
 
 from benchmarks.naive import ReferenceSegInference, reference_faithful, reference_project
-from datasets import Tokenize
 from models.multi_label_contrastive import ProjectMLP
 from models.transformer import attention, explicit_attention, used_length
-from segmentation.evaluation import build_seg_inference, load_seg_config
+from segmentation.evaluation import build_segmentor, load_seg_config
 from segmentation.evaluation.group_vit_seg import slide_windows
 
 VOC_CFG = "segmentation/configs/_base_/datasets/pascal_voc12.py"
@@ -30,7 +29,7 @@ SIZES = [(448, 592), (592, 448), (448, 448), (300, 500), (200, 300), (449, 900),
 
 @pytest.fixture(scope="module")
 def seg_model(tiny_model, golden):
-    return build_seg_inference(tiny_model, golden["seg"]["classes"], Tokenize(), load_seg_config(VOC_CFG))
+    return build_segmentor(tiny_model, golden["seg"]["classes"], VOC_CFG)
 
 
 @pytest.mark.parametrize("size", SIZES)

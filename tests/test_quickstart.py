@@ -123,7 +123,7 @@ def test_reported_numbers_are_recomputed(run):
     assert results["top1"] == pytest.approx(top1) and results["top5"] == pytest.approx(top5)
 
     from datasets.builder import build_val_loader
-    from segmentation.runtime import load_eval_model
+    from segmentation.model_loading import load_eval_model
     from training.evaluate import validate_cls
     from training.precision import Precision
     from utils.config import load_config

@@ -18,13 +18,12 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from datasets import Tokenize
 from models import build_model
 from segmentation.datasets import VOC_CLASSES, GroupViTPascalVOCDataset
-from segmentation.evaluation import build_seg_dataset, build_seg_inference, evaluate_seg, load_seg_config, validate_seg
+from segmentation.evaluation import build_seg_dataset, build_segmentor, evaluate_seg, load_seg_config, validate_seg
 from segmentation.image_files import read_image
 from segmentation.inference import segment_image
-from segmentation.runtime import load_eval_model, load_eval_state
+from segmentation.model_loading import load_eval_model, load_eval_state
 from utils.checkpoint import save_checkpoint
 from utils.config import apply_opts, cfg_to_dict, load_config
 from utils.errors import UserError
@@ -104,8 +103,8 @@ def test_evaluate_seg_matches_independent_miou(voc_root, tiny_model, tmp_path):
 
     # the demo path (image file -> pipeline -> segmentor) predicts the same labels as the dataset path
     seg_cfg = load_seg_config(VOC_CFG, [f"data_root={voc_root}"])
-    seg_model = build_seg_inference(tiny_model, build_seg_dataset(seg_cfg), Tokenize(), seg_cfg)
-    _, sample = segment_image(seg_model, seg_cfg, read_image(voc_root / "JPEGImages" / "coffee.jpg"))
+    seg_model = build_segmentor(tiny_model, build_seg_dataset(seg_cfg), seg_cfg)
+    _, sample = segment_image(seg_model, read_image(voc_root / "JPEGImages" / "coffee.jpg"))
     np.testing.assert_array_equal(sample.pred_sem_seg.data[0].numpy(), preds[list(PHOTOS).index("coffee")])
 
 

@@ -9,8 +9,7 @@ import pytest
 import torch
 from mmseg.structures import SegDataSample
 
-from datasets import Tokenize
-from segmentation.evaluation import build_seg_inference, load_seg_config
+from segmentation.evaluation import build_segmentor
 from segmentation.evaluation.group_vit_seg import token_grid
 
 VOC_CFG = "segmentation/configs/_base_/datasets/pascal_voc12.py"
@@ -22,7 +21,7 @@ TEXT_TOL = dict(atol=2e-5, rtol=1e-4)
 
 @pytest.fixture(scope="module")
 def seg_model(tiny_model, golden):
-    return build_seg_inference(tiny_model, golden["seg"]["classes"], Tokenize(), load_seg_config(VOC_CFG))
+    return build_segmentor(tiny_model, golden["seg"]["classes"], VOC_CFG)
 
 
 def stable(shape, unstable_flat: torch.Tensor) -> torch.Tensor:
@@ -142,7 +141,7 @@ def test_logit_scale_clamp(tiny_model, golden, name):
         with torch.no_grad():
             for n in saved:
                 tiny_model.get_parameter(n).fill_(case["logit_scale"])
-            seg = build_seg_inference(tiny_model, golden["seg"]["classes"], Tokenize(), load_seg_config(VOC_CFG))
+            seg = build_segmentor(tiny_model, golden["seg"]["classes"], VOC_CFG)
             img = golden["inputs"][name]
             out = seg.encode_decode(img, [dict(img_shape=img.shape[-2:], ori_shape=img.shape[-2:])])
             group_map = seg.get_attn_maps(img)[-1].argmax(dim=-1)[0]

@@ -21,7 +21,6 @@ from mmseg.structures import SegDataSample
 from PIL import Image
 
 import main_seg
-from datasets import Tokenize
 from segmentation.datasets import (
     ADE20K_CLASSES,
     CITYSCAPES_CLASSES,
@@ -31,7 +30,7 @@ from segmentation.datasets import (
     VOC_CLASSES,
     GroupViTPascalVOCDataset,
 )
-from segmentation.evaluation import build_seg_inference, load_seg_config
+from segmentation.evaluation import build_segmentor, load_seg_config
 from segmentation.evaluation.protocols import apply_protocol
 from segmentation.evaluation.suite import SUITE
 from utils.errors import UserError
@@ -233,12 +232,12 @@ def test_sweep_labels_equal_single_threshold_labels(tiny_model, golden):
     seg_cfg = load_seg_config(DATASETS / "pascal_voc12.py")
     classes = golden["seg"]["classes"]
     with torch.no_grad():
-        sweep = build_seg_inference(tiny_model, classes, Tokenize(), seg_cfg, bg_threshs=[0.01, 0.03, 0.95])
+        sweep = build_segmentor(tiny_model, classes, seg_cfg, bg_threshs=[0.01, 0.03, 0.95])
         sample = sweep.predict(img, [SegDataSample(metainfo=dict(meta))])[0]
         labels = sample.pred_sem_seg_per_thresh.data
         assert labels.shape == (3, 300, 400) and torch.equal(labels[:1], sample.pred_sem_seg.data)
         for k, thresh in enumerate((0.01, 0.03, 0.95)):
-            alone = build_seg_inference(tiny_model, classes, Tokenize(), seg_cfg, bg_threshs=[thresh])
+            alone = build_segmentor(tiny_model, classes, seg_cfg, bg_threshs=[thresh])
             single = alone.predict(img, [SegDataSample(metainfo=dict(meta))])[0]
             assert torch.equal(single.pred_sem_seg.data[0], labels[k]), thresh
             if k == 0:

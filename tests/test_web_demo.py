@@ -100,15 +100,21 @@ def test_page_matches_the_cli_demo(app, segmenter, tmp_path):
     assert [tuple(row) for row in result.table] == expected
 
 
-def test_presets_keep_the_dataset_classes_colours_and_config(app):
-    from segmentation.datasets import CONTEXT_CLASSES, VOC_CLASSES, GroupViTPascalContextDataset
+def test_presets_keep_the_dataset_classes_colours_and_config():
+    from segmentation.datasets import (
+        CONTEXT_CLASSES,
+        VOC_CLASSES,
+        GroupViTPascalContextDataset,
+        preset_vocabulary,
+        resolve_vocabulary,
+    )
 
-    dataset, meta = app.resolve_vocabulary(app.preset_vocabulary("context"))
+    dataset, meta = resolve_vocabulary(preset_vocabulary("context"))
     assert dataset == "context" and tuple(meta["classes"]) == CONTEXT_CLASSES
     assert meta["palette"] == [list(c) for c in GroupViTPascalContextDataset.METAINFO["palette"]]
-    dataset, meta = app.resolve_vocabulary(app.preset_vocabulary("voc") + ", teapot")
+    dataset, meta = resolve_vocabulary(preset_vocabulary("voc") + ", teapot")
     assert dataset == "voc" and tuple(meta["classes"]) == (*VOC_CLASSES, "teapot")
-    dataset, meta = app.resolve_vocabulary(" cup,saucer , Cup, background")
+    dataset, meta = resolve_vocabulary(" cup,saucer , Cup, background")
     assert dataset == "voc" and meta["classes"] == ["background", "cup", "saucer"]
 
 

@@ -252,8 +252,7 @@ def chance_miou(seg_root: Path) -> dict[str, float]:
 def draw_pictures(cfg: DictConfig, model: torch.nn.Module, seg_root: Path, out_dir: Path, count: int) -> list[Path]:
     """``PICTURE_MODES`` of the first ``count`` held-out images (segmentation/vis.py), upscaled for legibility,
     plus ``overview.png``: one row per image with the input, the ground truth, the prediction and the groups."""
-    from datasets import Tokenize
-    from segmentation.evaluation import build_seg_dataset, build_seg_inference, load_seg_config
+    from segmentation.evaluation import build_seg_dataset, build_segmentor, load_seg_config
     from segmentation.image_files import read_image
     from segmentation.inference import segment_image
     from segmentation.vis import sample_layers, save_vis
@@ -261,11 +260,11 @@ def draw_pictures(cfg: DictConfig, model: torch.nn.Module, seg_root: Path, out_d
     shutil.rmtree(out_dir, ignore_errors=True)
     seg_cfg = load_seg_config(cfg.evaluate.seg.cfg, cfg.evaluate.seg.opts)
     dataset = build_seg_dataset(seg_cfg)
-    seg_model = build_seg_inference(model.eval(), dataset, Tokenize(), seg_cfg, cfg.evaluate.seg.template)
+    seg_model = build_segmentor(model.eval(), dataset, seg_cfg, template=cfg.evaluate.seg.template)
     palette = np.asarray(seg_model.palette, np.uint8)
     written, rows = [], []
     for name in (seg_root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[:count]:
-        inputs, sample = segment_image(seg_model, seg_cfg, read_image(seg_root / "JPEGImages" / f"{name}.jpg"))
+        inputs, sample = segment_image(seg_model, read_image(seg_root / "JPEGImages" / f"{name}.jpg"))
         image, label, group_maps = sample_layers(seg_model, inputs, sample, PICTURE_MODES)
         scale = max(1, -(-PICTURE_SIDE // min(image.shape[:2])))
         files = save_vis(out_dir, name, PICTURE_MODES, upscale(image, scale), upscale(label, scale),
@@ -358,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     seg_root = args.data_dir / "seg"
 
     from models import build_model
-    from segmentation.runtime import load_eval_model
+    from segmentation.model_loading import load_eval_model
     from training.rng import set_random_seed
 
     with timer("untrained evaluation"):

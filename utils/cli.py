@@ -5,8 +5,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from utils.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 EXIT_USER_ERROR = 2
 # Problems with the user's files and folders (a missing input, an output that is a file or not writable).
@@ -60,3 +64,18 @@ def make_output_dir(path: str | os.PathLike) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"the output folder {folder} is not writable")
     return folder
+
+
+def pick_device(name: str | None) -> torch.device:
+    """A ``--device`` value: cuda:0 when available unless named; a bad or unavailable name is a UserError."""
+    import torch  # here, so that the convert tools, which use this module, start without torch
+
+    if name is None:
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"unknown --device {name!r}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available here (use --device cpu)")
+    return device

@@ -53,6 +53,12 @@ def init_distributed() -> torch.device:
     return device
 
 
+def close_distributed() -> None:
+    """Leave the process group, if one was joined (:func:`init_distributed`)."""
+    if is_dist():
+        dist.destroy_process_group()
+
+
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     """Sum of ``x`` over ranks (in place; the identity without a process group)."""
     if is_dist():

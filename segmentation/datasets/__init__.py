@@ -12,7 +12,7 @@ from .palette import distinct_colors
 from .pascal_context import CONTEXT_CLASSES, GroupViTPascalContext59Dataset, GroupViTPascalContextDataset
 from .pascal_voc import VOC_CLASSES, GroupViTPascalVOC20Dataset, GroupViTPascalVOCDataset
 from .synthetic import SyntheticShapesDataset  # noqa: F401  (registers it)
-from .vocab import parse_vocab, with_vocab
+from .vocab import VOCABULARY_PRESETS, parse_vocab, preset_vocabulary, resolve_vocabulary, with_vocab
 
 COCO_STUFF_CLASSES = COCOStuffDataset.METAINFO["classes"]  # 171: the 80 things, then 91 stuff classes
 CITYSCAPES_CLASSES = CityscapesDataset.METAINFO["classes"]  # 19
@@ -23,6 +23,7 @@ __all__ = [
     "COCO_OBJECT_CLASSES",
     "COCO_STUFF_CLASSES",
     "CONTEXT_CLASSES",
+    "VOCABULARY_PRESETS",
     "VOC_CLASSES",
     "COCOObjectDataset",
     "GroupViTADE20KDataset",
@@ -32,5 +33,7 @@ __all__ = [
     "GroupViTPascalVOCDataset",
     "distinct_colors",
     "parse_vocab",
+    "preset_vocabulary",
+    "resolve_vocabulary",
     "with_vocab",
 ]

@@ -1,15 +1,26 @@
-"""Open vocabulary: extra class names for the demo, on top of a dataset's classes or alone."""
+"""Open vocabulary for the front ends: the preset datasets, class names parsed from text, and the classes a
+vocabulary resolves to (a dataset's classes plus new names, or background plus the names)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from utils.errors import UserError
 
+from .coco_object import COCOObjectDataset
 from .palette import distinct_colors
+from .pascal_context import GroupViTPascalContextDataset
+from .pascal_voc import GroupViTPascalVOCDataset
 
 BACKGROUND = "background"
+_DATASET_CFGS = Path(__file__).resolve().parents[1] / "configs" / "_base_" / "datasets"
+VOCABULARY_PRESETS = {  # the demos' --dataset choice: (dataset config, class names and colours)
+    "voc": (_DATASET_CFGS / "pascal_voc12.py", GroupViTPascalVOCDataset.METAINFO),
+    "context": (_DATASET_CFGS / "pascal_context.py", GroupViTPascalContextDataset.METAINFO),
+    "coco": (_DATASET_CFGS / "coco.py", COCOObjectDataset.METAINFO),
+}
 
 
 def parse_vocab(items: Sequence[str]) -> list[str]:
@@ -35,3 +46,26 @@ def with_vocab(meta: Mapping[str, Any], vocab: Sequence[str], vocab_only: bool =
     known = {c.lower() for c in classes}
     new = [n for n in names if n.lower() not in known]
     return {"classes": classes + new, "palette": palette + distinct_colors(len(new), offset=len(classes)).tolist()}
+
+
+def preset_vocabulary(dataset: str) -> str:
+    """A preset's class names (background excepted), comma-separated."""
+    return ", ".join(VOCABULARY_PRESETS[dataset][1]["classes"][1:])
+
+
+def resolve_vocabulary(text: str) -> tuple[str, dict[str, list]]:
+    """The preset whose config (test pipeline, background threshold) and colours to use, and the classes of the
+    comma-separated vocabulary ``text``.
+
+    A vocabulary holding the whole class list of a preset keeps that dataset's order and colours (the largest
+    such preset wins); any other is background plus the names, with the VOC config and generated colours.
+    """
+    names = [n for n in parse_vocab([text or ""]) if n.lower() != BACKGROUND]
+    if not names:
+        raise UserError("the vocabulary is empty: type class names separated by commas (e.g. 'cup, saucer, "
+                        "spoon') or pick a preset")
+    given = {n.lower() for n in names}
+    for dataset, (_, meta) in sorted(VOCABULARY_PRESETS.items(), key=lambda item: -len(item[1][1]["classes"])):
+        if {c.lower() for c in meta["classes"][1:]} <= given:
+            return dataset, with_vocab(meta, names)
+    return "voc", with_vocab(VOCABULARY_PRESETS["voc"][1], names, vocab_only=True)

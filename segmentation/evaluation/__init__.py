@@ -1,6 +1,6 @@
 """Zero-shot segmentation evaluation: the segmentor, its builders and the mIoU loop."""
 
-from .builder import build_image_pipeline, build_seg_dataloader, build_seg_dataset, build_seg_inference, load_seg_config
+from .builder import build_image_pipeline, build_seg_dataloader, build_seg_dataset, build_segmentor, load_seg_config
 from .evaluate import SegResults, evaluate_seg, validate_seg
 from .group_vit_seg import GroupViTSegInference
 
@@ -10,7 +10,7 @@ __all__ = [
     "build_image_pipeline",
     "build_seg_dataloader",
     "build_seg_dataset",
-    "build_seg_inference",
+    "build_segmentor",
     "evaluate_seg",
     "load_seg_config",
     "validate_seg",

@@ -1,4 +1,5 @@
-"""Build the segmentation config, dataset, dataloader, image pipeline and segmentor.
+"""Build the segmentation config, dataset, dataloader, image pipeline and segmentor (:func:`build_segmentor`, the
+one way every front end, benchmark and the training loop make one).
 
 The dataset configs (``segmentation/configs/_base_/datasets/*.py``) are mmengine configs with the keys
 ``data_root``, ``test_pipeline``, ``test_dataloader`` (``num_workers`` and the ``dataset``, read relative to
@@ -20,7 +21,7 @@ from mmengine.dataset import BaseDataset, Compose, DefaultSampler, pseudo_collat
 from mmseg.registry import DATASETS, TRANSFORMS
 from torch.utils.data import DataLoader
 
-from datasets import build_dataset_class_tokens
+from datasets import Tokenize, build_dataset_class_tokens
 from models import MultiLabelContrastive
 from utils.config import parse_opts
 from utils.errors import UserError
@@ -94,10 +95,11 @@ def build_seg_dataloader(dataset: BaseDataset, seg_cfg: Config) -> DataLoader:
                       num_workers=seg_cfg.test_dataloader.get("num_workers", 0), collate_fn=pseudo_collate)
 
 
-def build_image_pipeline(seg_cfg: Config) -> Compose:
-    """The test pipeline for a BGR array instead of a dataset file (no annotation): dict(img=...) -> packed."""
+def build_image_pipeline(test_pipeline: Sequence[Mapping[str, Any]]) -> Compose:
+    """A dataset config's ``test_pipeline`` for a BGR array instead of a dataset file (no annotation):
+    dict(img=...) -> packed."""
     skip = {"LoadImageFromFile", "LoadAnnotations"}
-    steps = [dict(type="LoadImageFromNDArray"), *(t for t in seg_cfg.test_pipeline if t["type"] not in skip)]
+    steps = [dict(type="LoadImageFromNDArray"), *(t for t in test_pipeline if t["type"] not in skip)]
     return Compose([TRANSFORMS.build(copy.deepcopy(t)) for t in steps])
 
 
@@ -110,23 +112,31 @@ def _class_meta(source: BaseDataset | Mapping[str, Any] | Sequence[str]) -> tupl
     return classes, [list(map(int, color)) for color in palette]
 
 
-def build_seg_inference(model: MultiLabelContrastive, dataset_or_classes: BaseDataset | Mapping[str, Any] |
-                        Sequence[str], text_transform: Callable[[str], torch.Tensor], seg_cfg: Config,
-                        template: str = "simple", bg_threshs: Sequence[float] | None = None) -> GroupViTSegInference:
+def build_segmentor(model: MultiLabelContrastive, classes: BaseDataset | Mapping[str, Any] | Sequence[str],
+                    seg_cfg: Config | str | Path, opts: Sequence[str] = (), template: str = "simple",
+                    text_transform: Callable[[str], torch.Tensor] | None = None,
+                    bg_threshs: Sequence[float] | None = None) -> GroupViTSegInference:
     """The segmentor on ``model``'s device, in eval mode, with one text embedding per class.
 
-    ``dataset_or_classes``: a dataset, its ``metainfo``-like mapping (``classes``, optional ``palette``) or class
-    names. A first class named 'background' is never prompted: it comes from the threshold rule, at
-    ``seg_cfg.test_cfg.bg_thresh`` or at each of ``bg_threshs`` (computed from one forward).
+    ``classes``: a dataset, its ``metainfo``-like mapping (``classes``, optional ``palette``) or class names. A
+    first class named 'background' is never prompted: it comes from the threshold rule, at
+    ``seg_cfg.test_cfg.bg_thresh`` or at each of ``bg_threshs`` (computed from one forward). ``seg_cfg``: a loaded
+    dataset config, or its path with ``opts`` (see :func:`load_seg_config`). ``text_transform`` tokenises a prompt
+    (default: ``Tokenize()``, the CLIP tokenizer at 77 tokens).
     """
-    classes, palette = _class_meta(dataset_or_classes)
-    if len(classes) < 2:
-        raise UserError(f"zero-shot segmentation needs at least two classes, got {classes}")
-    with_bg = classes[0] == "background"
-    prompted = classes[1:] if with_bg else classes
-    tokens = build_dataset_class_tokens(text_transform, template, prompted)  # [N, T, 77]
+    if not isinstance(seg_cfg, Config):
+        seg_cfg = load_seg_config(seg_cfg, opts)
+    elif opts:
+        raise ValueError("opts apply to a config path; apply them to a loaded config with load_seg_config")
+    names, palette = _class_meta(classes)
+    if len(names) < 2:
+        raise UserError(f"zero-shot segmentation needs at least two classes, got {names}")
+    with_bg = names[0] == "background"
+    prompted = names[1:] if with_bg else names
+    tokens = build_dataset_class_tokens(text_transform or Tokenize(), template, prompted)  # [N, T, 77]
     text_embedding = model.build_text_embedding(tokens)  # [N, E]
-    seg_model = GroupViTSegInference(model, text_embedding, with_bg, seg_cfg.test_cfg, seg_cfg.data_preprocessor,
-                                     classes, palette, bg_threshs=bg_threshs)
+    seg_model = GroupViTSegInference(model=model, text_embedding=text_embedding, with_bg=with_bg,
+                                     test_cfg=seg_cfg.test_cfg, data_preprocessor=seg_cfg.data_preprocessor,
+                                     classes=names, palette=palette, bg_threshs=bg_threshs,
+                                     test_pipeline=seg_cfg.test_pipeline)
     return seg_model.to(text_embedding.device).eval()
-

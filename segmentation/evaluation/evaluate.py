@@ -22,13 +22,12 @@ from omegaconf import DictConfig
 from prettytable import PrettyTable
 from tqdm import tqdm
 
-from datasets import Tokenize
 from utils.distributed import get_rank
 from utils.errors import UserError
 from utils.logger import get_logger
 
 from ..vis import visualize_sample
-from .builder import build_seg_dataloader, build_seg_dataset, build_seg_inference, load_seg_config
+from .builder import build_seg_dataloader, build_seg_dataset, build_segmentor, load_seg_config
 from .protocols import apply_protocol
 
 
@@ -136,7 +135,7 @@ def evaluate_seg(cfg: DictConfig, model: torch.nn.Module, logger: logging.Logger
     was_training = model.training
     try:
         model.eval()
-        seg_model = build_seg_inference(model, dataset, Tokenize(), seg_cfg, template, bg_threshs)
+        seg_model = build_segmentor(model, dataset, seg_cfg, template=template, bg_threshs=bg_threshs)
         thresholds = seg_model.bg_threshs or (None,)
         # 'gpu' collection = all_gather_object over the process group (also fine with gloo on CPU)
         metrics = [PerClassIoUMetric(iou_metrics=["mIoU"], collect_device="gpu") for _ in thresholds]

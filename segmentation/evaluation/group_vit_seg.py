@@ -112,9 +112,10 @@ class GroupViTSegInference(EncoderDecoder):
 
     def __init__(self, model: MultiLabelContrastive, text_embedding: Tensor, with_bg: bool,
                  test_cfg: Mapping[str, Any], data_preprocessor: Mapping[str, Any],
-                 classes: Sequence[str], palette: Sequence[Sequence[int]], bg_threshs: Sequence[float] | None = None):
+                 classes: Sequence[str], palette: Sequence[Sequence[int]], bg_threshs: Sequence[float] | None = None,
+                 test_pipeline: Sequence[Mapping[str, Any]] = ()):
         """``bg_threshs``: the background thresholds to compute (default: ``test_cfg.bg_thresh``, else 0.95);
-        ignored without background."""
+        ignored without background. ``test_pipeline``: the dataset config's, for single images."""
         BaseSegmentor.__init__(self, data_preprocessor=SegDataPreProcessor(**data_preprocessor))
         self.model = model
         self.register_buffer("text_embedding", text_embedding)  # [N, E], L2-normalised
@@ -128,6 +129,7 @@ class GroupViTSegInference(EncoderDecoder):
         self.classes = tuple(classes)  # C names, background first when with_bg
         self.palette = [list(color) for color in palette]  # C RGB colours
         assert len(self.classes) == len(self.palette) == self.num_classes
+        self.test_pipeline = [dict(step) for step in test_pipeline]
 
     @property
     def out_channels(self) -> int:
@@ -197,8 +199,8 @@ class GroupViTSegInference(EncoderDecoder):
         batch_size, _, height, width = inputs.shape
         windows = slide_windows(height, width, self.test_cfg.crop_size, self.test_cfg.stride)
         crops = torch.cat([inputs[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in windows])  # [windows * B, 3, h, w]
-        batch_img_metas[0]["img_shape"] = crops.shape[2:]  # the crop shape, as mmseg passes it
-        crop_logits = self.encode_decode(crops, batch_img_metas).split(batch_size)
+        crop_metas = [dict(meta, img_shape=crops.shape[2:]) for meta in batch_img_metas]  # as mmseg passes them
+        crop_logits = self.encode_decode(crops, crop_metas).split(batch_size)
         preds = inputs.new_zeros((batch_size, self.out_channels, height, width))
         count = inputs.new_zeros((batch_size, 1, height, width))
         for (y1, y2, x1, x2), logits in zip(windows, crop_logits, strict=True):

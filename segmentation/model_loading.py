@@ -1,4 +1,4 @@
-"""Process setup and model loading shared by ``main_seg.py`` and ``demo/demo_seg.py``."""
+"""An evaluation model from an experiment config and a checkpoint (``main_seg.py``, the demos, the notebook)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from models import build_model
@@ -17,38 +16,11 @@ from utils.checkpoint import load_checkpoint, load_model_state
 from utils.config import get_config, load_config
 from utils.errors import UserError
 
-from .datasets import COCOObjectDataset, GroupViTPascalContextDataset, GroupViTPascalVOCDataset
-
 # Only used by the multi-label training loss: tolerated when absent from the checkpoint or the model.
 UNUSED_FOR_SEGMENTATION = "multi_label_logit_scale"
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CFG = ROOT / "configs" / "default.yml"  # the demos' config when none is given (model from the checkpoint)
-_DATASET_CFGS = ROOT / "segmentation" / "configs" / "_base_" / "datasets"
-DEMO_DATASETS = {  # the demos' --dataset choice: (dataset config, class names and colours)
-    "voc": (_DATASET_CFGS / "pascal_voc12.py", GroupViTPascalVOCDataset.METAINFO),
-    "context": (_DATASET_CFGS / "pascal_context.py", GroupViTPascalContextDataset.METAINFO),
-    "coco": (_DATASET_CFGS / "coco.py", COCOObjectDataset.METAINFO),
-}
-
-
-def pick_device(name: str | None) -> torch.device:
-    """The demos' --device: cuda:0 when available unless named; a bad or unavailable name is a UserError."""
-    if name is None:
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise UserError(f"unknown --device {name!r}") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here (use --device cpu)")
-    return device
-
-
-def close_distributed() -> None:
-    """Leave the process group, if one was joined (``utils.distributed.init_distributed``)."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def experiment_config(args: argparse.Namespace) -> DictConfig:

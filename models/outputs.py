@@ -1,4 +1,4 @@
-"""Small helpers shared by the model modules."""
+"""How the model modules return several outputs: a dict, or the reference's single value or tuple."""
 
 from typing import Any
 
