@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import io
 import random
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +37,7 @@ from common import (  # isort: skip  (benchmarks/ is not a package; common puts 
     NOUNS, ROOT, Table, append_results, machine_description, set_threads)
 
 from datasets import Tokenize, build_img_transform, build_text_transform, build_train_loader  # noqa: E402
+from utils.atomic_files import write_tar  # noqa: E402
 from utils.config import apply_opts, load_config  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "cat")
@@ -59,22 +59,20 @@ def write_shards(folder: Path, samples: int, per_shard: int = 100, seed: int = 0
     rng, photos = random.Random(seed), [getattr(skimage.data, name)()[..., :3] for name in PHOTOS]
     shards = (samples + per_shard - 1) // per_shard
     for shard in range(shards):
-        with tarfile.open(folder / f"bench-{shard:06d}.tar", "w") as tar:
-            for index in range(shard * per_shard, min(samples, (shard + 1) * per_shard)):
-                photo = photos[index % len(photos)]
-                h, w = photo.shape[:2]
-                top, left = rng.randint(0, h // 4), rng.randint(0, w // 4)
-                image = Image.fromarray(photo[top:top + h * 3 // 4 + 1, left:left + w * 3 // 4 + 1])
-                if rng.random() < 0.5:
-                    image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-                scale = 512 / min(image.size)
-                image = image.resize((round(image.width * scale * rng.uniform(1, 1.5)), round(image.height * scale)))
-                jpeg = io.BytesIO()
-                image.save(jpeg, format="JPEG", quality=95)
-                for ext, data in (("jpg", jpeg.getvalue()), ("txt", caption(rng).encode())):
-                    info = tarfile.TarInfo(f"{index:08d}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+        pairs = []
+        for index in range(shard * per_shard, min(samples, (shard + 1) * per_shard)):
+            photo = photos[index % len(photos)]
+            h, w = photo.shape[:2]
+            top, left = rng.randint(0, h // 4), rng.randint(0, w // 4)
+            image = Image.fromarray(photo[top:top + h * 3 // 4 + 1, left:left + w * 3 // 4 + 1])
+            if rng.random() < 0.5:
+                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            scale = 512 / min(image.size)
+            image = image.resize((round(image.width * scale * rng.uniform(1, 1.5)), round(image.height * scale)))
+            jpeg = io.BytesIO()
+            image.save(jpeg, format="JPEG", quality=95)
+            pairs.append({"__key__": f"{index:08d}", "jpg": jpeg.getvalue(), "txt": caption(rng).encode()})
+        write_tar(folder / f"bench-{shard:06d}.tar", pairs)
     return f"bench-{{000000..{shards - 1:06d}}}.tar"
 
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from tqdm import tqdm  # noqa: E402
 
-from convert_dataset.shard_writer import atomic_output  # noqa: E402
+from utils.atomic_files import atomic_output  # noqa: E402
 from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 

@@ -22,7 +22,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from convert_dataset.shard_writer import atomic_output  # noqa: E402
+from utils.atomic_files import atomic_output  # noqa: E402
 from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 

@@ -1,9 +1,10 @@
-"""Atomic outputs for the conversion tools: no file appears under its final name before it is complete.
+"""Numbered webdataset tar shards for the conversion tools, streamed to disk one sample at a time.
 
-``ShardWriter`` writes webdataset samples into numbered tar shards (``pattern % index``). Each shard is written to a
-hidden temporary file next to it (``.<name>.partial``), flushed to disk, and only then renamed to its final name.
+``ShardWriter`` writes samples into shards named ``pattern % index``. Each shard is written to a hidden temporary
+file next to it (``utils.atomic_files.partial_path``), flushed to disk, and only then renamed to its final name.
 An exception (Ctrl-C included) deletes the unfinished temporary file; a killed process can leave one behind, but
-never a truncated ``.tar`` under a name the training configs match. ``atomic_output`` does the same for one file.
+never a truncated ``.tar`` under a name the training configs match. One file at a time:
+``utils.atomic_files.atomic_output``.
 """
 
 from __future__ import annotations
@@ -11,38 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import webdataset as wds
 
+from utils.atomic_files import fsync_folder, partial_path
 from utils.errors import UserError
-
-
-def partial_path(final: Path) -> Path:
-    """The temporary name a file is written under before it is renamed to ``final``."""
-    return final.with_name(f".{final.name}.partial")
-
-
-def _sync(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-@contextmanager
-def atomic_output(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary path for ``final``: renamed to ``final`` if the block succeeds, deleted if it fails."""
-    final = Path(final)
-    tmp = partial_path(final)
-    try:
-        yield tmp
-        _sync(tmp)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, final)
 
 
 class ShardWriter:
@@ -99,6 +75,7 @@ class ShardWriter:
         self._file.close()
         final = self._final_path()
         os.replace(partial_path(final), final)
+        fsync_folder(final.parent)
         self.shards.append(final)
         self._tar = self._file = None
 

@@ -7,13 +7,14 @@ random-noise JPEGs (the transforms resize them to 224).
 from __future__ import annotations
 
 import io
-import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import yaml
 from PIL import Image
+
+from utils.atomic_files import write_tar
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTIONS = [
@@ -32,18 +33,6 @@ def jpeg_bytes(seed: int, size: tuple[int, int] = (40, 32)) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=85)
     return buffer.getvalue()
-
-
-def write_tar(path: Path, samples: Sequence[dict[str, bytes]]) -> None:
-    """A webdataset shard: each sample dict maps extension -> bytes, plus '__key__'."""
-    with tarfile.open(path, "w") as tar:
-        for sample in samples:
-            for ext, data in sample.items():
-                if ext == "__key__":
-                    continue
-                info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
 
 
 def write_caption_shards(folder: Path, num_shards: int, per_shard: int, name: str = "pairs",

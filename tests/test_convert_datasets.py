@@ -21,7 +21,7 @@ import yaml
 from PIL import Image
 
 from convert_dataset import convert_imagenet, convert_yfcc14m, create_subset, process_redcaps, rename_shards
-from convert_dataset.shard_writer import ShardWriter, atomic_output
+from convert_dataset.shard_writer import ShardWriter
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,16 +76,6 @@ def test_shard_writer_refuses_folder_with_shards(tmp_path):
     (tmp_path / "s-000000.tar").write_bytes(b"")
     with pytest.raises(UserError, match="already holds 1 shard"):
         ShardWriter(tmp_path / "s-%06d.tar")
-
-
-def test_atomic_output(tmp_path):
-    with pytest.raises(RuntimeError), atomic_output(tmp_path / "a.parquet") as tmp:
-        tmp.write_text("half")
-        raise RuntimeError
-    assert shard_names(tmp_path) == []
-    with atomic_output(tmp_path / "a.parquet") as tmp:
-        tmp.write_text("whole")
-    assert shard_names(tmp_path) == ["a.parquet"]
 
 
 # ---------------------------------------------------------------------------------------------- YFCC14M

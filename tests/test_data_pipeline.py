@@ -18,6 +18,7 @@ from datasets.builder import (
     split_shards,
     worker_seed,
 )
+from utils.atomic_files import write_tar
 from utils.config import load_config
 from utils.errors import UserError
 
@@ -116,7 +117,7 @@ def test_train_single_label_text(cfg):
 
 def test_train_workers_read_every_shard_once_per_pass(tmp_path):
     """2 DataLoader workers over 4 shards of 3 samples: each run of 12 batches of 1 holds every sample once."""
-    from helpers_train_data import jpeg_bytes, write_tar
+    from helpers_train_data import jpeg_bytes
 
     cfg = load_config(write_tiny_setup(tmp_path, train_length=24, batch_size=1, num_workers=2))
     for s in range(4):
@@ -184,7 +185,6 @@ def test_png_and_text_keys(tmp_path, cfg):
     """'png' images and 'text' captions (the YFCC converter's key) are read as well."""
     import io
 
-    from helpers_train_data import write_tar
     from PIL import Image
 
     buffer = io.BytesIO()

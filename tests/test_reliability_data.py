@@ -7,10 +7,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from helpers_train_data import jpeg_bytes, write_caption_shards, write_tar, write_tiny_setup
+from helpers_train_data import jpeg_bytes, write_caption_shards, write_tiny_setup
 
 import main_group_vit
 from datasets.builder import build_train_loader
+from utils.atomic_files import write_tar
 from utils.config import load_config
 from utils.errors import UserError
 

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.base import ContainerMetadata, Metadata
 from omegaconf.nodes import AnyNode, BooleanNode, FloatNode, IntegerNode, StringNode
 
+from utils.atomic_files import atomic_output
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -228,24 +229,8 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
     state = _plain(state)
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _partial_name(final)
-    try:
-        with open(tmp, "xb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable (POSIX); harmless to skip elsewhere
-        fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    with atomic_output(final, tmp=_partial_name(final)) as tmp, open(tmp, "xb") as f:
+        torch.save(state, f)
 
 
 def _strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:

@@ -1,5 +1,7 @@
 """Entry-script glue: user mistakes become one line on stderr and a non-zero exit."""
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys

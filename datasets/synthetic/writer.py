@@ -3,25 +3,25 @@
 Every sample is drawn from ``sample_rng(seed, split, index)``, so the outputs depend on nothing else (not on the
 number of workers) and the held-out sets never repeat a training image. JPEGs are written by PIL at a fixed
 quality without chroma subsampling, tar members have fixed metadata, and every file appears under its final name
-only once complete (temporary name, then ``os.replace``). ``write_world`` writes all three and ``info.json``; it
-is the one writer of tools/make_synthetic_data.py and tools/quickstart.py.
+only once complete (``utils.atomic_files``, without fsync: the data is regenerated from its seed). ``write_world``
+writes all three and ``info.json``; it is the one writer of tools/make_synthetic_data.py and tools/quickstart.py.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import webdataset as wds
 from PIL import Image
 from tqdm import tqdm
+
+from utils.atomic_files import write_atomic, write_tar
 
 from .captions import caption_for
 from .render import palette, render_scene
@@ -42,26 +42,6 @@ def _palette_png(mask: np.ndarray, spec: WorldSpec) -> bytes:
     png.putpalette(np.asarray(palette(spec), np.uint8).ravel().tolist())
     buf = io.BytesIO()
     png.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary name next to ``path``, then rename: ``path`` is never half-written."""
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_bytes(data)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-
-
-def _tar(samples: Sequence[dict[str, Any]]) -> bytes:
-    """A webdataset tar of samples whose values are bytes, with fixed member metadata."""
-    buf = io.BytesIO()
-    with wds.TarWriter(buf, encoder=False, mtime=TAR_MTIME) as tar:
-        for sample in samples:
-            tar.write(sample)
     return buf.getvalue()
 
 
@@ -95,7 +75,7 @@ def _train_shard(shard: int, out_dir: Path, num_samples: int, seed: int, spec: W
         rng = sample_rng(seed, "train", i)
         image, _, objects = render_scene(rng, spec)
         samples.append({"__key__": f"{i:09d}", "jpg": _jpeg(image), "txt": caption_for(objects, spec, rng).encode()})
-    _write_atomic(out_dir / _shard_name("train", shard), _tar(samples))
+    write_tar(out_dir / _shard_name("train", shard), samples, mtime=TAR_MTIME, durable=False)
     return len(samples)
 
 
@@ -118,8 +98,8 @@ def _seg_chunk(chunk: int, root: Path, num_images: int, seed: int, spec: WorldSp
     indices = range(chunk * per_chunk, min(num_images, (chunk + 1) * per_chunk))
     for i in indices:
         image, mask, _ = render_scene(sample_rng(seed, "seg", i), spec)
-        _write_atomic(root / "JPEGImages" / f"{i:06d}.jpg", _jpeg(image))
-        _write_atomic(root / "SegmentationClass" / f"{i:06d}.png", _palette_png(mask, spec))
+        write_atomic(root / "JPEGImages" / f"{i:06d}.jpg", _jpeg(image), durable=False)
+        write_atomic(root / "SegmentationClass" / f"{i:06d}.png", _palette_png(mask, spec), durable=False)
     return len(indices)
 
 
@@ -138,11 +118,12 @@ def write_seg_set(out_dir: str | Path, num_images: int, spec: WorldSpec, seed: i
     task = partial(_seg_chunk, root=root, num_images=num_images, seed=seed, spec=spec, per_chunk=per_chunk)
     _run(task, -(-num_images // per_chunk), num_images, workers, desc)
     names = list(spec.class_names)
-    _write_atomic(root / "ImageSets/Segmentation/val.txt", "".join(f"{i:06d}\n" for i in range(num_images)).encode())
-    _write_atomic(root / "classes.txt", "".join(f"{n}\n" for n in names).encode())
+    write_atomic(root / "ImageSets/Segmentation/val.txt", "".join(f"{i:06d}\n" for i in range(num_images)),
+                 durable=False)
+    write_atomic(root / "classes.txt", "".join(f"{n}\n" for n in names), durable=False)
     meta = {"classes": names, "palette": palette(spec), "seed": seed, "image_size": spec.image_size,
             "num_images": num_images}
-    _write_atomic(root / "dataset.json", (json.dumps(meta, indent=1) + "\n").encode())
+    write_atomic(root / "dataset.json", json.dumps(meta, indent=1) + "\n", durable=False)
     return {"root": str(root), "classes": names, "num_images": num_images}
 
 
@@ -151,7 +132,7 @@ def _cls_shard(shard: int, out_dir: Path, num_images: int, seed: int, spec: Worl
     for i in range(shard * per_shard, min(num_images, (shard + 1) * per_shard)):
         image, _, objects = render_scene(sample_rng(seed, "cls", i), spec, num_objects=(1, 1), scale=spec.cls_scale)
         samples.append({"__key__": f"{i:09d}", "jpg": _jpeg(image), "cls": str(objects[0].label - 1).encode()})
-    _write_atomic(out_dir / _shard_name("cls", shard), _tar(samples))
+    write_tar(out_dir / _shard_name("cls", shard), samples, mtime=TAR_MTIME, durable=False)
     return len(samples)
 
 
@@ -168,7 +149,7 @@ def write_cls_set(out_dir: str | Path, num_images: int, spec: WorldSpec, seed: i
                    per_shard=samples_per_shard)
     _run(task, info["shards"], num_images, workers, desc)
     classnames = out_dir / "classnames.txt"
-    _write_atomic(classnames, "".join(f"{n}\n" for n in spec.class_names[1:]).encode())
+    write_atomic(classnames, "".join(f"{n}\n" for n in spec.class_names[1:]), durable=False)
     return {**info, "classnames": str(classnames)}
 
 
@@ -188,5 +169,5 @@ def write_world(out_dir: str | Path, spec: WorldSpec, seed: int, train: int, seg
             "seg": write_seg_set(out_dir / "seg", seg, desc="seg" if progress else None, **common) if seg else None,
             "cls": write_cls_set(out_dir / "cls", cls, samples_per_shard=samples_per_shard,
                                  desc="cls" if progress else None, **common) if cls else None}
-    _write_atomic(out_dir / "info.json", (json.dumps(info, indent=1) + "\n").encode())
+    write_atomic(out_dir / "info.json", json.dumps(info, indent=1) + "\n", durable=False)
     return info
