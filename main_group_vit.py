@@ -3,6 +3,7 @@
     python main_group_vit.py --cfg configs/group_vit_gcc_yfcc_30e.yml                       # one process
     torchrun --nproc_per_node 8 main_group_vit.py --cfg configs/group_vit_gcc_yfcc_30e.yml  # one node
     python main_group_vit.py --cfg CONFIG --resume CHECKPOINT --eval                        # zero-shot ImageNet
+    python main_group_vit.py --cfg configs/default.yml --resume nvidia/groupvit-gcc-yfcc --eval  # a transformers model
 
 Runs on CPU or CUDA, as a plain process or under torchrun (NCCL on GPUs, gloo on CPUs). The engine is the
 training/ package; datasets/builder.py has the data.
@@ -26,7 +27,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cfg", required=True, metavar="FILE", help="path to the config file")
     parser.add_argument("--opts", nargs="+", help="config overrides: key=value (or key value) pairs")
     parser.add_argument("--batch-size", type=int, help="batch size per process (data.batch_size)")
-    parser.add_argument("--resume", help="checkpoint (path or URL) to resume from or to evaluate")
+    parser.add_argument("--resume", help="checkpoint to resume from or to evaluate: a .pth path or URL, a "
+                        "transformers GroupViT folder or a Hugging Face Hub id")
     parser.add_argument("--amp-opt-level", choices=["O0", "O1", "O2"],
                         help="train.amp_opt_level: O0 = float32; O1/O2 = float16 autocast with a grad scaler on "
                              "CUDA (float32 on CPU); train.amp=bf16|fp16|fp32 overrides it")

@@ -8,9 +8,10 @@
     python main_seg.py --cfg ... --resume CKPT --bg-thresh 0.5 0.7 0.9 0.95
 
 Without a ``model`` section in --cfg (e.g. --cfg configs/default.yml), the model config stored in the checkpoint
-is used. Writes ``<output>/seg_results.json`` (with --suite: ``suite_results.json`` and ``suite_results.md``),
-``<output>/log.txt``, ``<output>/config.json`` and, with --vis, ``<output>/vis_imgs/[<dataset>/]<mode>/<image
-name>.png``. Evaluation runs in float32 (``train.amp_opt_level`` is not used).
+is used (for a transformers folder or Hub id: its config.json). Writes ``<output>/seg_results.json`` (with --suite:
+``suite_results.json`` and ``suite_results.md``), ``<output>/log.txt``, ``<output>/config.json`` and, with --vis,
+``<output>/vis_imgs/[<dataset>/]<mode>/<image name>.png``. Evaluation runs in float32 (``train.amp_opt_level`` is
+not used).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--opts", nargs="+", default=None,
                         help="config overrides, key=value (or 'key value') pairs, e.g. "
                              "evaluate.seg.cfg=segmentation/configs/_base_/datasets/pascal_context.py")
-    parser.add_argument("--resume", help="checkpoint path or URL to evaluate")
+    parser.add_argument("--resume", help="checkpoint to evaluate: a .pth path or URL, a transformers GroupViT "
+                        "folder or a Hugging Face Hub id")
     parser.add_argument("--output", metavar="DIR", help="output folder (default output/<model_name>[/<tag>])")
     parser.add_argument("--tag", help="tag of the experiment (a sub-folder of the output)")
     parser.add_argument("--vis", nargs="+", default=None, metavar="MODE",

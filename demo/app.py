@@ -60,7 +60,8 @@ RANDOM_WARNING = ("**Warning: no checkpoint was given (`--resume`), so the weigh
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="GroupViT zero-shot segmentation web demo")
-    parser.add_argument("--resume", help="checkpoint path or URL (without it the weights are random)")
+    parser.add_argument("--resume", help="checkpoint: a .pth path or URL, a transformers GroupViT folder or a "
+                        "Hugging Face Hub id (without it the weights are random)")
     parser.add_argument("--cfg", metavar="FILE", help="experiment config (.yml); default: configs/default.yml "
                         "with the checkpoint's model, or configs/group_vit_gcc_yfcc_30e.yml without --resume")
     parser.add_argument("--opts", nargs="+", default=None, help="config overrides, key=value pairs")

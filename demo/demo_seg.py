@@ -36,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cfg", metavar="FILE",
                         help="experiment config (.yml); default: configs/default.yml with the checkpoint's model")
     parser.add_argument("--opts", nargs="+", default=None, help="config overrides, key=value pairs")
-    parser.add_argument("--resume", required=True, help="checkpoint path or URL")
+    parser.add_argument("--resume", required=True,
+                        help="checkpoint: a .pth path or URL, a transformers GroupViT folder or a Hugging Face Hub id")
     parser.add_argument("--vis", nargs="+", default=["input_pred_label", "final_group"], metavar="MODE",
                         help=f"visualisations to write (default: input_pred_label final_group): {', '.join(VIS_MODES)}")
     parser.add_argument("--device", help="torch device (default: cuda:0 when available, else cpu)")

@@ -1,18 +1,31 @@
 """Convert between the reference GroupViT layout (ours, = the official checkpoints) and Hugging Face's GroupViTModel.
 
-State dicts (spec 4.3): the fused vision ``attn.qkv`` and text ``attn.in_proj_*`` are split row-wise into HF's
+State dicts: the fused vision ``attn.qkv`` and text ``attn.in_proj_*`` are split row-wise into HF's
 ``q_proj``/``k_proj``/``v_proj`` (and concatenated back), the projector Conv1d weights [out, in, 1] become Linear
-weights [out, in] (HF ``*_projection.{0,1,3}``), ``multi_label_logit_scale`` has no HF counterpart, and HF's
-``text_model.embeddings.position_ids`` buffer is not a weight. Configs: our ``model:`` section <->
-``transformers.GroupViTConfig``. transformers is imported only inside the config functions (test-only dependency).
+weights [out, in] (HF ``*_projection.{0,1,3}``), and HF's ``text_model.embeddings.position_ids`` buffer is not a
+weight. ``multi_label_logit_scale`` has no HF counterpart: a folder we write keeps it (and ``multi_label``) in
+config.json under ``multi_label_loss``, an entry transformers carries along unread. Configs: our ``model:`` section
+<-> ``transformers.GroupViTConfig``.
+
+Folders: ``load_hf_checkpoint`` reads a transformers GroupViT folder (config.json + model.safetensors or
+pytorch_model.bin) or a Hub id as one of our checkpoints, in memory (``utils.checkpoint.load_checkpoint`` calls it,
+so every ``--resume`` takes them); ``save_hf_folder`` writes a complete folder (model, CLIP tokenizer derived from
+our BPE vocabulary, image processor = our evaluation preprocessing) that ``GroupViTModel.from_pretrained`` and
+``AutoProcessor.from_pretrained`` load; ``from_transformers`` turns a loaded ``GroupViTModel`` into ours.
+transformers is imported inside the functions that need it.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import math
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,9 +38,11 @@ from .multi_label_contrastive import MultiLabelContrastive
 from .transformer import TextTransformer
 
 if TYPE_CHECKING:
-    from transformers import GroupViTConfig
+    from transformers import GroupViTConfig, GroupViTModel
 
 HF_POSITION_IDS = "text_model.embeddings.position_ids"
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # the weight files of a folder, in order of preference
+MULTI_LABEL_LOSS = "multi_label_loss"  # config.json entry: {"multi_label": int, "logit_scale": float}
 _FUSED, _CONV = "fused", "conv"  # rule kinds: q|k|v stacked in one tensor; Conv1d(k=1) <-> Linear weight
 
 # (reference name, HF name, kind). {i}/{j} are indices, {p} the rest of the name, {x} one of q/k/v.
@@ -230,6 +245,16 @@ def _single(value: Any, what: str) -> int:
     return int(value)
 
 
+def _temperature(logit_scale_init: float) -> float:
+    """contrast_temperature T from HF's logit_scale_init_value ln(1/T), which HF's default gives to 4 decimals
+    (2.6592 for 0.07): the shortest decimal whose ln(1/T) is within 1e-4 of it."""
+    for digits in range(1, 7):
+        temperature = float(f"{math.exp(-logit_scale_init):.{digits}g}")
+        if abs(math.log(1 / temperature) - logit_scale_init) <= 1e-4:
+            return temperature
+    return float(f"{math.exp(-logit_scale_init):.6g}")
+
+
 def model_cfg_from_hf_config(config: GroupViTConfig, multi_label: int = 0) -> dict[str, Any]:
     """``transformers.GroupViTConfig`` -> our ``model:`` config section (UserError if we can't build it).
 
@@ -269,8 +294,215 @@ def model_cfg_from_hf_config(config: GroupViTConfig, multi_label: int = 0) -> di
             "type": "TextTransformer", "context_length": t.max_position_embeddings, "width": t.hidden_size,
             "layers": t.num_hidden_layers, "vocab_size": t.vocab_size, "mlp_ratio": mlp_ratio,
         },
-        "contrast_temperature": float(f"{math.exp(-config.logit_scale_init_value):.6g}"),
+        "contrast_temperature": _temperature(config.logit_scale_init_value),
         "proj_num_layers": 2,
         "output_dim": config.projection_dim,
         "multi_label": multi_label,
     }
+
+
+# ------------------------------------------------------------------------------------------------ folders
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar")
+
+
+def _one_line(error: Exception, limit: int = 200) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def is_hf_folder(path: str | os.PathLike) -> bool:
+    return Path(path).is_dir() and (Path(path) / "config.json").is_file()
+
+
+def is_hub_id(name: str) -> bool:
+    """'owner/name' that is no local path and does not look like a checkpoint file (e.g. nvidia/groupvit-gcc-yfcc)."""
+    return bool(_HUB_ID.fullmatch(name)) and not name.endswith(_CHECKPOINT_SUFFIXES) and not os.path.exists(name)
+
+
+def hub_folder(repo_id: str) -> Path:
+    """The Hub model's config.json and weights in the standard Hugging Face cache (downloaded once, when online;
+    HF_HUB_OFFLINE=1 uses the cache only). Returns the snapshot folder."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        folder = Path(hf_hub_download(repo_id, "config.json")).parent
+        for name in HF_WEIGHTS:  # the first one the repository (or, offline, the cache) has
+            try:
+                hf_hub_download(repo_id, name)
+                break
+            except EntryNotFoundError:
+                continue
+    except Exception as e:  # offline without a cached copy, unknown repository, network errors, ...
+        raise UserError(f"checkpoint {repo_id!r} is no local file or folder, and loading it from the Hugging Face "
+                        f"Hub failed ({type(e).__name__}: {_one_line(e)})") from None
+    return folder
+
+
+def read_hf_config(folder: str | os.PathLike) -> GroupViTConfig:
+    """config.json of a folder as a GroupViTConfig (one-line UserError when it is not one)."""
+    from transformers import GroupViTConfig
+
+    path = Path(folder) / "config.json"
+    try:
+        model_type = json.loads(path.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError) as e:
+        raise UserError(f"{path} is not a readable JSON config ({_one_line(e)})") from None
+    if model_type != "groupvit":
+        raise UserError(f"{path} describes a {model_type!r} model, not a GroupViT (model_type 'groupvit')")
+    try:
+        return GroupViTConfig.from_pretrained(folder, local_files_only=True)
+    except Exception as e:  # transformers validates the values (types, ranges) with several error types
+        raise UserError(f"{path} is not a valid GroupViT config ({_one_line(e)})") from None
+
+
+def read_hf_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict in model.safetensors (else pytorch_model.bin, read with the weights-only unpickler)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from utils.checkpoint import load_checkpoint
+
+    folder = Path(folder)
+    path = next((folder / name for name in HF_WEIGHTS if (folder / name).is_file()), None)
+    if path is None:
+        raise UserError(f"{folder} has config.json but no weights: expected {' or '.join(HF_WEIGHTS)}")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError) as e:
+            raise UserError(f"could not read {path} ({_one_line(e)})") from None
+    return dict(load_checkpoint(path)["model"])
+
+
+def _meta_hf_model(config: GroupViTConfig) -> GroupViTModel:
+    """transformers' GroupViTModel for config on the meta device (shapes without memory or init time)."""
+    from transformers import GroupViTModel
+
+    with torch.device("meta"):
+        return GroupViTModel(config)
+
+
+def check_hf_state(state: Mapping[str, torch.Tensor], config: GroupViTConfig, where: str) -> None:
+    """One-line UserError unless state holds exactly the weights (names and shapes) of GroupViTModel(config)."""
+    expected = {k: list(v.shape) for k, v in _meta_hf_model(config).state_dict().items() if k != HF_POSITION_IDS}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected and k != HF_POSITION_IDS]
+    other = [k for k in expected if k in state and list(state[k].shape) != expected[k]]
+    if other:
+        k = other[0]
+        raise UserError(f"{where}: config.json does not match the weights: {len(other)} of them have other sizes, "
+                        f"e.g. {k} is {list(state[k].shape)} in the file but {expected[k]} by config.json")
+    if missing:
+        raise UserError(f"{where}: {len(missing)} of the {len(expected)} GroupViTModel weights are missing, "
+                        f"e.g. {', '.join(missing[:3])}")
+    if unexpected:
+        raise UserError(f"{where}: {len(unexpected)} weights are not GroupViTModel's, e.g. {', '.join(unexpected[:3])}")
+
+
+def _multi_label_loss(config: GroupViTConfig) -> dict[str, Any]:
+    extra = getattr(config, MULTI_LABEL_LOSS, None)
+    return dict(extra) if isinstance(extra, Mapping) else {}
+
+
+def load_hf_checkpoint(folder_or_hub_id: str | os.PathLike) -> dict[str, Any]:
+    """A transformers GroupViT folder (or Hub id) as our checkpoint: {'model': reference state dict, 'config':
+    {'model': model section from config.json}}, converted in memory. Mistakes are one-line UserErrors."""
+    folder = Path(folder_or_hub_id)
+    if folder.exists():
+        if not is_hf_folder(folder):
+            raise UserError(f"{folder} is not a Hugging Face model folder (it has no config.json)")
+    elif is_hub_id(str(folder_or_hub_id)):
+        folder = hub_folder(str(folder_or_hub_id))
+    else:
+        raise UserError(f"checkpoint not found: {folder_or_hub_id} (no such folder, and not a Hub id owner/name)")
+    config = read_hf_config(folder)
+    state = read_hf_weights(folder)
+    check_hf_state(state, config, str(folder_or_hub_id))
+    extra = _multi_label_loss(config)
+    model_cfg = model_cfg_from_hf_config(config, multi_label=int(extra.get("multi_label", 0)))
+    return {"model": hf_to_reference(state, multi_label_logit_scale=extra.get("logit_scale")),
+            "config": {"model": model_cfg}}
+
+
+def hf_tokenizer(bpe_path: str | os.PathLike | None = None):
+    """transformers' CLIPTokenizer with the vocabulary and merges of our CLIP BPE file (datasets/tokenizer.py).
+
+    It gives our ids for ordinary text; unlike ours it does not run ftfy or unescape HTML entities.
+    """
+    from transformers import CLIPTokenizer
+
+    from datasets.tokenizer import CONTEXT_LENGTH, SimpleTokenizer
+
+    bpe = SimpleTokenizer(bpe_path)
+    merges = sorted(bpe.bpe_ranks, key=bpe.bpe_ranks.get)
+    return CLIPTokenizer(vocab=bpe.encoder, merges=merges, model_max_length=CONTEXT_LENGTH)
+
+
+def hf_image_processor(img_aug: Mapping[str, Any]):
+    """CLIPImageProcessor doing our evaluation preprocessing (datasets.builder.build_img_transform(False, ...)):
+    resize the short side to int(256 / 224 * img_size), center crop img_size, ImageNet mean/std."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    from transformers import CLIPImageProcessor
+
+    resample = {"bilinear": 2, "bicubic": 3, "nearest": 0}  # PIL's codes
+    interpolation = str(img_aug.get("interpolation", "bilinear"))
+    if interpolation not in resample:
+        raise UserError(f"data.img_aug.interpolation {interpolation!r} has no PIL equivalent for the image processor")
+    size = int(img_aug.get("img_size", 224))
+    return CLIPImageProcessor(size={"shortest_edge": int(256 / 224 * size)}, crop_size={"height": size, "width": size},
+                              resample=resample[interpolation], image_mean=list(IMAGENET_DEFAULT_MEAN),
+                              image_std=list(IMAGENET_DEFAULT_STD), do_convert_rgb=True)
+
+
+def save_hf_folder(state: Mapping[str, torch.Tensor], model_cfg: Mapping[str, Any] | DictConfig,
+                   folder: str | os.PathLike, img_aug: Mapping[str, Any] | None = None) -> None:
+    """Write a complete transformers model folder: config.json (with ``multi_label_loss`` when the model has a
+    multi-label scale), model.safetensors, the CLIP tokenizer and the image processor (``img_aug``: our
+    ``data.img_aug``, default 224 pixels bilinear). Written beside ``folder`` and renamed into place, so an
+    existing non-empty folder is refused and a failure leaves nothing behind."""
+    from safetensors.torch import save_file
+    from transformers import CLIPProcessor
+
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UserError(f"{folder} exists and is not an empty folder: choose a new output folder")
+    if isinstance(model_cfg, DictConfig):
+        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    config = hf_config_from_model_cfg(model_cfg)
+    config.architectures = ["GroupViTModel"]
+    if "multi_label_logit_scale" in state:
+        setattr(config, MULTI_LABEL_LOSS, {"multi_label": int(model_cfg.get("multi_label", 0)),
+                                           "logit_scale": float(state["multi_label_logit_scale"])})
+    hf_state = reference_to_hf(state)
+    check_hf_state(hf_state, config, "the converted checkpoint")
+    processor = CLIPProcessor(image_processor=hf_image_processor(img_aug or {}), tokenizer=hf_tokenizer())
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp's folders are private
+        config.save_pretrained(tmp)
+        save_file({k: v.contiguous() for k, v in hf_state.items()}, tmp / HF_WEIGHTS[0], metadata={"format": "pt"})
+        processor.save_pretrained(tmp)
+        if folder.exists():
+            folder.rmdir()  # empty, checked above
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def from_transformers(hf_model: GroupViTModel) -> MultiLabelContrastive:
+    """Our model (eval mode, on hf_model's device) with the weights of a transformers GroupViTModel."""
+    from utils.checkpoint import load_model_state
+
+    from .builder import build_model
+
+    extra = _multi_label_loss(hf_model.config)
+    model = build_model(model_cfg_from_hf_config(hf_model.config, multi_label=int(extra.get("multi_label", 0))))
+    state = hf_to_reference(hf_model.state_dict(), multi_label_logit_scale=extra.get("logit_scale"))
+    load_model_state(model, state, strict=True)
+    return model.to(next(hf_model.parameters()).device).eval()

@@ -99,7 +99,7 @@ def test_missing_path(tmp_path):
 
 
 def test_directory(tmp_path):
-    with pytest.raises(UserError, match="is not a file"):
+    with pytest.raises(UserError, match="folder without config.json: neither a checkpoint file nor a Hugging Face"):
         load_checkpoint(str(tmp_path))
 
 

@@ -163,23 +163,32 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_cli_both_directions(tmp_path):
+def test_cli_both_directions_round_trip_exactly(tmp_path):
+    """.pth -> folder -> .pth without --cfg: the same state dict, multi_label_logit_scale included."""
     hf_dir, back = tmp_path / "hf", tmp_path / "back.pth"
     result = run_cli("--to-hf", str(GOLDEN_CKPT), str(hf_dir))
     assert result.returncode == 0, result.stderr
-    assert (hf_dir / "config.json").is_file()
     config = transformers.GroupViTConfig.from_pretrained(hf_dir, local_files_only=True)
     assert config.vision_config.hidden_size == 96 and config.text_config.num_hidden_layers == 2
+    ref = load_checkpoint(str(GOLDEN_CKPT))
+    assert config.multi_label_loss == {"multi_label": 3, "logit_scale": float(ref["model"]["multi_label_logit_scale"])}
 
-    result = run_cli("--from-hf", str(hf_dir), str(back), "--cfg", str(GOLDEN_CFG))
+    result = run_cli("--from-hf", str(hf_dir), str(back))
     assert result.returncode == 0, result.stderr
-    ref, converted = load_checkpoint(str(GOLDEN_CKPT)), load_checkpoint(str(back))
+    converted = load_checkpoint(str(back))
     assert list(converted["model"]) == list(ref["model"])
-    # the golden multi_label_logit_scale is its initial value, which is what the converter restores
-    assert all(torch.equal(converted["model"][k], v) for k, v in ref["model"].items())
+    for key, value in ref["model"].items():
+        assert converted["model"][key].dtype == value.dtype and torch.equal(converted["model"][key], value), key
     assert converted["config"]["model"]["multi_label"] == 3
-    # the converted file loads into a model built from its own config
     build_model(converted["config"]["model"]).load_state_dict(converted["model"], strict=True)
+
+    # with --cfg, the whole config is stored; a config of other sizes is refused in one line
+    result = run_cli("--from-hf", str(hf_dir), str(tmp_path / "cfg.pth"), "--cfg", str(GOLDEN_CFG))
+    assert result.returncode == 0, result.stderr
+    assert load_checkpoint(str(tmp_path / "cfg.pth"))["config"]["data"]["text_aug"]["multi_label"] == 3
+    result = run_cli("--from-hf", str(hf_dir), str(tmp_path / "no.pth"), "--cfg", "configs/group_vit_gcc_yfcc_30e.yml")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "vision.hidden_size 384 vs 96" in result.stderr
+    assert not (tmp_path / "no.pth").exists()
 
 
 def test_cli_errors(tmp_path):
@@ -190,3 +199,8 @@ def test_cli_errors(tmp_path):
     result = run_cli("--from-hf", str(tmp_path), str(tmp_path / "out.pth"))
     assert result.returncode == 2 and "config.json" in result.stderr
     assert "Traceback" not in result.stderr
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("keep me")
+    result = run_cli("--to-hf", str(GOLDEN_CKPT), str(tmp_path / "taken"))
+    assert result.returncode == 2 and "not an empty folder" in result.stderr
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "keep me"

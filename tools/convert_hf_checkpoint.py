@@ -1,13 +1,16 @@
 """Convert GroupViT checkpoints between our (= the official) layout and a Hugging Face GroupViTModel folder.
 
     python tools/convert_hf_checkpoint.py --to-hf CKPT.pth OUT_DIR [--cfg CONFIG.yml]
-    python tools/convert_hf_checkpoint.py --from-hf HF_DIR OUT.pth [--cfg CONFIG.yml]
+    python tools/convert_hf_checkpoint.py --from-hf HF_DIR_OR_HUB_ID OUT.pth [--cfg CONFIG.yml]
 
---to-hf takes the model config from the checkpoint's 'config' unless --cfg is given, and writes config.json and
-the weights with ``save_pretrained``. --from-hf derives the model config from the HF config.json; with --cfg the
-model section of that config is used instead (it must describe the same architecture), and the whole config is
-stored in the output. Works offline: nothing is fetched from the Hub. Mistakes give one line and exit code 2
-(``--debug`` shows the traceback).
+--to-hf takes the model config (and ``data.img_aug`` for the image processor) from the checkpoint's 'config'
+unless --cfg is given, and writes a complete transformers folder: config.json, model.safetensors, the CLIP
+tokenizer and the image processor (``GroupViTModel.from_pretrained`` and ``AutoProcessor.from_pretrained`` load
+it). ``multi_label_logit_scale`` is kept in config.json. --from-hf derives the model config from config.json;
+with --cfg the model section of that config is used instead (it must describe the same architecture), and the
+whole config is stored in the output. A folder works offline; a Hub id (e.g. nvidia/groupvit-gcc-yfcc) is
+downloaded once into the Hugging Face cache. Every --resume takes such folders and Hub ids directly; this tool is
+for writing files. Mistakes give one line and exit code 2 (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 MAX_LOGIT_SCALE = math.log(100)  # the reference clamps exp(logit_scale) at 100; HF does not
+DEFAULT_CFG = Path(__file__).resolve().parents[1] / "configs" / "default.yml"
 
 
 def note(message: str) -> None:
@@ -46,29 +50,31 @@ def model_cfg_of(ckpt: dict, cfg_path: str | None) -> dict[str, Any]:
     return config["model"]
 
 
+def img_aug_of(ckpt: dict, cfg_path: str | None) -> dict[str, Any]:
+    """data.img_aug of --cfg, else of the checkpoint's config, else of configs/default.yml."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from utils.config import cfg_to_dict, load_config
+
+    config = ckpt.get("config") if not cfg_path else None
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    if not isinstance(config, dict) or "img_aug" not in config.get("data", {}):
+        config = cfg_to_dict(load_config(cfg_path or DEFAULT_CFG))
+    return config["data"]["img_aug"]
+
+
 def to_hf(src: str, dst: str, cfg_path: str | None) -> None:
-    import torch
-    from transformers import GroupViTModel
+    from models.hf_convert import save_hf_folder
+    from utils.checkpoint import load_checkpoint
 
-    from models.hf_convert import HF_POSITION_IDS, hf_config_from_model_cfg, reference_to_hf
-    from utils.checkpoint import load_checkpoint, load_model_state
-
-    if Path(dst).is_file():
-        raise UserError(f"{dst} is a file; --to-hf writes a folder")
     ckpt = load_checkpoint(src)
-    config = hf_config_from_model_cfg(model_cfg_of(ckpt, cfg_path))
-    torch.manual_seed(0)  # the random init is overwritten; seeded only to keep runs identical
-    model = GroupViTModel(config).eval()
-    state = reference_to_hf(ckpt["model"], position_ids=HF_POSITION_IDS in model.state_dict())
-    load_model_state(model, state, strict=True)
-    model.save_pretrained(dst)
-    if "multi_label_logit_scale" in ckpt["model"]:
-        note("multi_label_logit_scale was dropped (HF's GroupViT has no multi-label loss)")
-    scale = float(state["logit_scale"])
+    save_hf_folder(ckpt["model"], model_cfg_of(ckpt, cfg_path), dst, img_aug=img_aug_of(ckpt, cfg_path))
+    scale = float(ckpt["model"]["logit_scale"])
     if scale > MAX_LOGIT_SCALE:
         note(f"logit_scale {scale:.4f} > ln(100): HF does not clamp exp(logit_scale) at 100, "
              "so its logits will differ from ours")
-    print(f"wrote Hugging Face model to {dst}")
+    print(f"wrote Hugging Face model folder {dst}")
 
 
 def architecture(config: Any) -> dict[str, Any]:
@@ -86,40 +92,32 @@ def architecture(config: Any) -> dict[str, Any]:
 
 
 def from_hf(src: str, dst: str, cfg_path: str | None) -> None:
-    from transformers import GroupViTConfig, GroupViTModel
+    import torch
 
     from models import build_model
-    from models.hf_convert import hf_config_from_model_cfg, hf_to_reference, model_cfg_from_hf_config
+    from models.hf_convert import hf_config_from_model_cfg, load_hf_checkpoint
     from utils.checkpoint import load_model_state, save_checkpoint
     from utils.config import cfg_to_dict, load_config
 
-    if not (Path(src) / "config.json").is_file():
-        raise UserError(f"{src} is not a Hugging Face model folder (no config.json)")
-    try:
-        config = GroupViTConfig.from_pretrained(src, local_files_only=True)
-        model, info = GroupViTModel.from_pretrained(src, local_files_only=True, output_loading_info=True)
-    except (OSError, ValueError, TypeError) as e:
-        raise UserError(f"cannot load {src} as a GroupViTModel: {' '.join(str(e).split())[:300]}") from None
-    problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
-    if problems:
-        raise UserError(f"{src} does not hold a complete GroupViTModel: {problems}"[:400])
-
+    ckpt = load_hf_checkpoint(src)
+    state, model_cfg = ckpt["model"], ckpt["config"]["model"]
     full_cfg = cfg_to_dict(load_config(cfg_path)) if cfg_path else None
     if full_cfg is not None:
-        model_cfg = full_cfg["model"]
-        ours, theirs = architecture(hf_config_from_model_cfg(model_cfg)), architecture(config)
+        ours, theirs = (architecture(hf_config_from_model_cfg(c)) for c in (full_cfg["model"], model_cfg))
         diff = [f"{k} {ours[k]} vs {theirs[k]}" for k in ours if ours[k] != theirs[k]]
         if diff:
             raise UserError(f"--cfg {cfg_path} does not describe the HF model: {'; '.join(diff)}")
-    else:
-        model_cfg = model_cfg_from_hf_config(config)
-    ours_model = build_model(model_cfg)
-    ml_scale = None
-    if "multi_label_logit_scale" in ours_model.state_dict():
-        ml_scale = math.log(1 / model_cfg.get("contrast_temperature", 0.07))
-        note(f"multi_label_logit_scale is not in HF checkpoints; set to its initial value {ml_scale:.6f}")
-    state = hf_to_reference(model.state_dict(), multi_label_logit_scale=ml_scale)
-    load_model_state(ours_model, state, strict=True)  # checks keys and shapes
+        model_cfg = full_cfg["model"]
+    model = build_model(model_cfg)
+    if "multi_label_logit_scale" in model.state_dict() and "multi_label_logit_scale" not in state:
+        state["multi_label_logit_scale"] = torch.tensor(math.log(1 / model_cfg.get("contrast_temperature", 0.07)))
+        note(f"{src} has no multi_label_logit_scale; set to its initial value "
+             f"{float(state['multi_label_logit_scale']):.6f}")
+    elif "multi_label_logit_scale" in state and "multi_label_logit_scale" not in model.state_dict():
+        del state["multi_label_logit_scale"]
+        note("multi_label_logit_scale dropped: the --cfg model has no multi-label loss")
+    state = {k: state[k] for k in model.state_dict()}  # the reference's order
+    load_model_state(model, state, strict=True)  # checks keys and shapes
     if float(state["logit_scale"]) > MAX_LOGIT_SCALE:
         note("logit_scale > ln(100): we clamp exp(logit_scale) at 100 as the reference does, HF does not")
     save_checkpoint({"model": state, "config": full_cfg or {"model": model_cfg}}, dst)
@@ -130,7 +128,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     direction = parser.add_mutually_exclusive_group(required=True)
     direction.add_argument("--to-hf", nargs=2, metavar=("CKPT", "OUT_DIR"), help="our .pth -> HF model folder")
-    direction.add_argument("--from-hf", nargs=2, metavar=("HF_DIR", "OUT_PTH"), help="HF model folder -> our .pth")
+    direction.add_argument("--from-hf", nargs=2, metavar=("HF_DIR", "OUT_PTH"),
+                           help="HF model folder or Hub id -> our .pth")
     parser.add_argument("--cfg", help="experiment config (.yml) whose model section to use")
     add_debug_flag(parser)
     args = parser.parse_args()

@@ -12,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from datasets.builder import build_train_loader, build_val_loader
 from models import build_model
+from segmentation.runtime import load_eval_state, with_model_config
 from training.checkpointing import resume_training
 from training.evaluate import validate_cls
 from training.loop import run_epochs
@@ -20,7 +21,7 @@ from training.reporting import Reporter
 from training.rng import set_random_seed
 from training.state import History, RunState
 from training.step import NonFiniteGuard
-from utils.checkpoint import auto_resume_helper, load_checkpoint, load_model_state, remove_partial_saves
+from utils.checkpoint import auto_resume_helper, load_checkpoint, remove_partial_saves
 from utils.cli import make_output_dir
 from utils.distributed import get_rank, get_world_size, init_distributed
 from utils.errors import UserError
@@ -73,8 +74,10 @@ def evaluate(cfg: DictConfig, device: torch.device | None = None,
         raise UserError("--eval needs weights: give --resume CHECKPOINT (a path or URL)")
     pin = cfg.data.pin_memory and device.type == "cuda"
     loader = build_val_loader(cfg.data, get_rank(), get_world_size(), pin_memory=pin)
+    ckpt = load_checkpoint(resume)  # a .pth, a transformers folder or a Hub id
+    cfg = with_model_config(cfg, ckpt)  # without a model section in --cfg: the checkpoint's
     model = build_model(cfg.model).to(device)
-    load_model_state(model, load_checkpoint(resume)["model"])
+    load_eval_state(model, ckpt["model"])
     save_run_config(cfg)
     precision = resolve_precision(cfg.train, device)
     metrics = validate_cls(cfg, model, loader, precision, device)

@@ -138,15 +138,25 @@ def _download(url: str) -> str:
 def load_checkpoint(path_or_url: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """Load a checkpoint (official release layout or ours) without executing pickled code.
 
+    ``path_or_url``: a .pth file, an http(s) URL, a transformers GroupViT folder (config.json + weights) or a
+    Hugging Face Hub id such as ``nvidia/groupvit-gcc-yfcc``; the last two are converted in memory
+    (``models.hf_convert.load_hf_checkpoint``) into {'model': our state dict, 'config': {'model': ...}}.
     Returns a dict with at least 'model' (the state dict); 'config', 'metrics', 'epoch', 'optimizer',
     'lr_scheduler' and 'amp' are present only if the file has them. A bare state dict is wrapped as
     {'model': sd}. Every problem with the file raises a one-line UserError.
     """
+    from models.hf_convert import is_hf_folder, is_hub_id, load_hf_checkpoint  # here: utils/ loads no model code
+
     path = str(path_or_url)
     if path.startswith(("http://", "https://")):
         path = _download(path)
+    if is_hf_folder(path) or is_hub_id(path):
+        return load_hf_checkpoint(path)
     if not os.path.exists(path):
         raise UserError(f"checkpoint not found: {path}")
+    if os.path.isdir(path):
+        raise UserError(f"checkpoint {path} is a folder without config.json: neither a checkpoint file nor a "
+                        "Hugging Face model folder")
     if not os.path.isfile(path):
         raise UserError(f"checkpoint {path} is not a file")
     with open(path, "rb") as f:
