@@ -17,6 +17,7 @@ transformers is imported inside the functions that need it.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import math
@@ -410,6 +411,9 @@ def _multi_label_loss(config: GroupViTConfig) -> dict[str, Any]:
 def load_hf_checkpoint(folder_or_hub_id: str | os.PathLike) -> dict[str, Any]:
     """A transformers GroupViT folder (or Hub id) as our checkpoint: {'model': reference state dict, 'config':
     {'model': model section from config.json}}, converted in memory. Mistakes are one-line UserErrors."""
+    if importlib.util.find_spec("transformers") is None:
+        raise UserError(f"{folder_or_hub_id} is a Hugging Face model: reading it needs transformers "
+                        "(pip install -r requirements.txt)")
     folder = Path(folder_or_hub_id)
     if folder.exists():
         if not is_hf_folder(folder):

@@ -256,6 +256,26 @@ def test_main_seg_demo_and_web_app_on_a_folder_equal_the_pth(exported, voc_root,
     assert len(np.unique(labels[0])) > 1
 
 
+@pytest.mark.slow
+def test_zero_shot_eval_of_a_folder_with_the_default_config(exported, tmp_path):
+    """main_group_vit.py --eval --cfg <default.yml + data only> --resume FOLDER: the model comes from config.json."""
+    import yaml
+    from helpers_train_data import write_tiny_setup
+
+    import main_group_vit
+
+    with_model = write_tiny_setup(tmp_path)
+    cfg = yaml.safe_load(with_model.read_text())
+    cfg["_base_"] = [str(REPO / "configs" / "default.yml")]  # no model section
+    without_model = tmp_path / "data_only.yml"
+    without_model.write_text(yaml.safe_dump(cfg))
+    pth = main_group_vit.main(["--cfg", str(with_model), "--eval", "--resume", str(CKPT),
+                               "--output", str(tmp_path / "a")])
+    folder = main_group_vit.main(["--cfg", str(without_model), "--eval", "--resume", str(exported),
+                                  "--output", str(tmp_path / "b")])
+    assert folder == pth and pth["num_images"] == 10
+
+
 def fake_hub_cache(exported: Path, cache: Path, repo_id: str) -> None:
     """The layout huggingface_hub leaves after downloading repo_id (refs/main -> snapshots/<commit>/files)."""
     commit = "0123456789abcdef0123456789abcdef01234567"
