@@ -27,7 +27,7 @@ from utils.errors import UserError
 from .app_support import ImageSegmentation, segment_array
 from .datasets import with_vocab
 from .evaluation import build_seg_inference, load_seg_config
-from .inference import read_image
+from .image_files import read_image
 from .runtime import DEMO_DATASETS
 
 if TYPE_CHECKING:
