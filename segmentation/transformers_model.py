@@ -20,15 +20,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from datasets import Tokenize
 from models.hf_convert import from_transformers
 from utils.errors import UserError
 
-from .app_support import ImageSegmentation, segment_array
-from .datasets import with_vocab
-from .evaluation import build_seg_inference, load_seg_config
+from .datasets import VOCABULARY_PRESETS, with_vocab
+from .evaluation import build_segmentor
 from .image_files import read_image
-from .runtime import DEMO_DATASETS
+from .inference import ImageSegmentation, segment_array
 
 if TYPE_CHECKING:
     from transformers import GroupViTModel
@@ -50,10 +48,9 @@ def segment_with_transformers(hf_model: GroupViTModel, image: Image.Image | np.n
                               modes: Sequence[str] = ()) -> ImageSegmentation:
     """Segment ``image`` with ``hf_model``: the classes of ``dataset`` (voc, context or coco), or background plus
     ``vocabulary`` when given; ``modes`` are the pictures to render (e.g. 'input_pred_label', 'final_group')."""
-    if dataset not in DEMO_DATASETS:
-        raise UserError(f"unknown dataset {dataset!r}; choose one of {', '.join(DEMO_DATASETS)}")
-    dataset_cfg, meta = DEMO_DATASETS[dataset]
+    if dataset not in VOCABULARY_PRESETS:
+        raise UserError(f"unknown dataset {dataset!r}; choose one of {', '.join(VOCABULARY_PRESETS)}")
+    dataset_cfg, meta = VOCABULARY_PRESETS[dataset]
     meta = with_vocab(meta, vocabulary, vocab_only=True) if vocabulary else meta
-    seg_cfg = load_seg_config(dataset_cfg, ["test_cfg.mode=whole"])
-    seg_model = build_seg_inference(from_transformers(hf_model), meta, Tokenize(), seg_cfg)
-    return segment_array(seg_model, seg_cfg, _bgr(image), modes)
+    seg_model = build_segmentor(from_transformers(hf_model), meta, dataset_cfg, opts=["test_cfg.mode=whole"])
+    return segment_array(seg_model, _bgr(image), modes)

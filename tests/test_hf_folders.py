@@ -313,21 +313,19 @@ def test_hub_id_from_the_cache(exported, tiny_ckpt, tmp_path, monkeypatch):
 
 def test_segmentation_for_a_transformers_model(exported, tiny_model):
     """segment_with_transformers(GroupViTModel, image) is our segmentor's output for the same weights."""
-    from segmentation.app_support import segment_array
-    from segmentation.datasets import with_vocab
-    from segmentation.evaluation import build_seg_inference, load_seg_config
-    from segmentation.runtime import DEMO_DATASETS
+    from segmentation.datasets import VOCABULARY_PRESETS, with_vocab
+    from segmentation.evaluation import build_segmentor
+    from segmentation.inference import segment_array
     from segmentation.transformers_model import segment_with_transformers
 
     hf_model = transformers.GroupViTModel.from_pretrained(exported, local_files_only=True)
     photo = skimage.data.astronaut()
     result = segment_with_transformers(hf_model, Image.fromarray(photo), vocabulary=["astronaut", "flag"],
                                        modes=["input_pred_label"])
-    cfg_path, meta = DEMO_DATASETS["voc"]
-    seg_cfg = load_seg_config(cfg_path, ["test_cfg.mode=whole"])
-    seg_model = build_seg_inference(tiny_model, with_vocab(meta, ["astronaut", "flag"], vocab_only=True), Tokenize(),
-                                    seg_cfg)
-    expected = segment_array(seg_model, seg_cfg, np.ascontiguousarray(photo[..., ::-1]))
+    cfg_path, meta = VOCABULARY_PRESETS["voc"]
+    seg_model = build_segmentor(tiny_model, with_vocab(meta, ["astronaut", "flag"], vocab_only=True), cfg_path,
+                                opts=["test_cfg.mode=whole"])
+    expected = segment_array(seg_model, np.ascontiguousarray(photo[..., ::-1]))
     assert result.classes == ("background", "astronaut", "flag") == expected.classes
     np.testing.assert_array_equal(result.label, expected.label)
     assert result.label.shape == photo.shape[:2] and result.pictures["input_pred_label"][0].shape == photo.shape

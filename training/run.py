@@ -12,7 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from datasets.builder import build_train_loader, build_val_loader
 from models import build_model
-from segmentation.runtime import load_eval_state, with_model_config
+from segmentation.model_loading import load_eval_state, with_model_config
 from training.checkpointing import resume_training
 from training.evaluate import validate_cls
 from training.loop import run_epochs
