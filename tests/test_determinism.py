@@ -19,9 +19,9 @@ def run(cfg: Path, out: Path, monkeypatch) -> list[dict[str, float]]:
     seen: list[dict[str, float]] = []
 
     def recording_step(*args, **kwargs):
-        losses, grad_norm = REAL_STEP(*args, **kwargs)
+        losses, grad_norm, finite = REAL_STEP(*args, **kwargs)
         seen.append({k: v.item() for k, v in losses.items()} | {"grad_norm": grad_norm.item()})
-        return losses, grad_norm
+        return losses, grad_norm, finite
 
     monkeypatch.setattr(loop, "train_step", recording_step)
     main_group_vit.main(["--cfg", str(cfg), "--output", str(out)])

@@ -1,5 +1,6 @@
 """The pieces of the GPU training path that a CPU can check: text lengths known on the host, uint8 images normalised
-on the device with the same values, the one-batch-ahead feeder, loader workers from the cores."""
+on the device with the same values, the one-batch-ahead feeder, loader workers from the cores, a training step that
+never makes the host wait for the device."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from test_perf_equivalence import mixed_text
 
 from datasets.builder import DeviceFeeder, DeviceImages, build_img_transform, build_train_loader, loader_workers
 from models.transformer import text_lengths
+from training.precision import Precision
+from training.step import train_step
 from utils.config import load_config
 from utils.errors import UserError
+from utils.host_sync import HostSyncCounter
 
 
 def test_host_text_lengths_give_the_same_features(tiny_model):
@@ -93,3 +97,24 @@ def test_loader_workers_from_the_cores(monkeypatch):
     assert loader_workers(-1) == 3
     with pytest.raises(UserError, match="data.num_workers must be a whole number >= 0, or -1"):
         loader_workers(-2)
+
+
+def test_a_steady_state_training_step_reads_nothing_back(tiny_model):
+    """The forward (host text lengths), the finite checks, the skip decision, clipping and fused AdamW: no operator
+    whose result the host must wait for (on a GPU, each would stall the queue)."""
+    model = copy.deepcopy(tiny_model).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    text = mixed_text(2)
+    batch = {"image": torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)), "text": text}
+    lengths = text_lengths(text)  # the loader's side, on the host copy of the tokens
+    fp32 = Precision("fp32", None, False)
+    train_step(model, {**batch, "text_lengths": lengths}, optimizer, scaler, fp32, clip_grad=5.0)
+    with HostSyncCounter() as reads:
+        losses, norm, finite = train_step(model, {**batch, "text_lengths": lengths}, optimizer, scaler, fp32,
+                                          clip_grad=5.0)
+        torch.stack([finite.float(), norm, *losses.values()])  # what the loop keeps until its next log line
+    assert reads.total == 0, reads.counts
+    with HostSyncCounter() as reads:  # the counter sees the reads: lengths from the device tokens are two
+        train_step(model, batch, optimizer, scaler, fp32, clip_grad=5.0)
+    assert reads.counts == {"_local_scalar_dense": 2}

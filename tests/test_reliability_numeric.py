@@ -30,39 +30,86 @@ class Toy(torch.nn.Module):
         return {"loss": (self.w * image).sum(), "sqrt_loss": torch.sqrt(self.w - text).sum()}
 
 
-def step_once(batch: dict, scaler: torch.amp.GradScaler | None = None, accumulation: int = 1, step: bool = True):
+def step_once(batch: dict, scaler: torch.amp.GradScaler | None = None, accumulation: int = 1, step: bool = True,
+              fused: bool = False):
     model = Toy()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=fused or None)
     scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
-    losses, norm = train_step(model, batch, optimizer, scaler, FP32, clip_grad=5.0, accumulation=accumulation,
-                              step=step)
-    return model, optimizer, losses, norm
+    losses, norm, finite = train_step(model, batch, optimizer, scaler, FP32, clip_grad=5.0, accumulation=accumulation,
+                                      step=step)
+    return model, optimizer, losses, norm, finite
+
+
+def no_step_taken(optimizer: torch.optim.Optimizer) -> bool:
+    """No AdamW state, or (fused AdamW, which creates it before it can skip on the device) step 0 and zero moments."""
+    return all(int(s["step"]) == 0 and not s["exp_avg"].any() and not s["exp_avg_sq"].any()
+               for s in optimizer.state.values())
 
 
 def test_finite_step_updates_the_weights():
-    model, optimizer, losses, norm = step_once({"image": torch.ones(3), "text": torch.zeros(3)})
-    assert torch.isfinite(norm) and not torch.equal(model.w.detach(), torch.full((3,), 2.0))
+    model, optimizer, losses, norm, finite = step_once({"image": torch.ones(3), "text": torch.zeros(3)})
+    assert torch.isfinite(norm) and finite and not torch.equal(model.w.detach(), torch.full((3,), 2.0))
     assert optimizer.state[model.w]["step"] == 1
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("image", [float("nan"), float("inf")])
-def test_non_finite_loss_is_not_backpropagated_nor_stepped(image):
-    model, optimizer, losses, norm = step_once({"image": torch.full((3,), image), "text": torch.zeros(3)})
-    assert not torch.isfinite(losses["total_loss"]) and norm is None
-    assert torch.equal(model.w.detach(), torch.full((3,), 2.0)) and model.w.grad is None and not optimizer.state
+def test_non_finite_loss_is_not_backpropagated_nor_stepped(image, fused):
+    model, optimizer, losses, norm, finite = step_once({"image": torch.full((3,), image), "text": torch.zeros(3)},
+                                                       fused=fused)
+    assert not torch.isfinite(losses["total_loss"]) and not finite and not torch.isfinite(norm)
+    assert torch.equal(model.w.detach(), torch.full((3,), 2.0)) and model.w.grad is None
+    assert no_step_taken(optimizer) and (fused or not optimizer.state)
 
 
-def test_non_finite_gradient_skips_the_step():
-    model, optimizer, losses, norm = step_once({"image": torch.ones(3), "text": torch.full((3,), 2.0)})
-    assert torch.isfinite(losses["total_loss"]) and norm is None  # loss 3 + sqrt(0): finite; its gradient is not
-    assert torch.equal(model.w.detach(), torch.full((3,), 2.0)) and model.w.grad is None and not optimizer.state
+@pytest.mark.parametrize("fused", [False, True])
+def test_non_finite_gradient_skips_the_step(fused):
+    model, optimizer, losses, norm, finite = step_once({"image": torch.ones(3), "text": torch.full((3,), 2.0)},
+                                                       fused=fused)
+    assert torch.isfinite(losses["total_loss"]) and not finite  # loss 3 + sqrt(0): finite; its gradient is not
+    assert torch.equal(model.w.detach(), torch.full((3,), 2.0)) and model.w.grad is None
+    assert no_step_taken(optimizer) and (fused or not optimizer.state)
+
+
+class ToyNorm(Toy):
+    """Toy with a BatchNorm1d whose running statistics every forward updates (NaN ones for a NaN image)."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.BatchNorm1d(3)
+
+    def forward(self, image, text):
+        return {**super().forward(image, text), "norm_loss": self.norm(torch.stack([image, 2 * image])).sum() * 0}
+
+
+@pytest.mark.parametrize("bad", [{"image": torch.full((3,), float("nan")), "text": torch.zeros(3)},
+                                 {"image": torch.ones(3), "text": torch.full((3,), 2.0)}], ids=["loss", "gradient"])
+def test_a_bad_step_after_good_ones_changes_nothing(bad):
+    """Decided on the device (fused AdamW's found_inf): weights, moments, step counts and BatchNorm statistics stay."""
+    model = ToyNorm()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    good = {"image": torch.tensor([1.0, 0.5, 0.25]), "text": torch.zeros(3)}
+    for _ in range(2):
+        train_step(model, good, optimizer, scaler, FP32, clip_grad=5.0)
+    before = copy.deepcopy((model.state_dict(), optimizer.state_dict()))
+    losses, norm, finite = train_step(model, bad, optimizer, scaler, FP32, clip_grad=5.0)
+    assert not finite
+    after = (model.state_dict(), optimizer.state_dict())
+    assert all(torch.equal(after[0][k], before[0][k]) for k in before[0])  # incl. running_mean/var, batches tracked
+    for index, state in before[1]["state"].items():
+        assert all(torch.equal(after[1]["state"][index][k], state[k]) for k in state)  # step, exp_avg, exp_avg_sq
+    assert all(int(s["step"]) == 2 for s in after[1]["state"].values())
+    _, _, finite = train_step(model, good, optimizer, scaler, FP32, clip_grad=5.0)
+    assert finite and all(int(s["step"]) == 3 for s in optimizer.state.values())
 
 
 def test_grad_scaler_handles_its_own_overflow():
     """With a grad scaler (fp16 on CUDA), an infinite gradient is its routine overflow: it skips the step itself."""
     scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
-    model, optimizer, losses, norm = step_once({"image": torch.ones(3), "text": torch.full((3,), 2.0)}, scaler)
-    assert norm is not None and not torch.isfinite(norm)  # reported, so not counted as a skipped step
+    model, optimizer, losses, norm, finite = step_once({"image": torch.ones(3), "text": torch.full((3,), 2.0)},
+                                                       scaler)
+    assert finite and not torch.isfinite(norm)  # the iteration counts, as not a skipped step
     assert torch.equal(model.w.detach(), torch.full((3,), 2.0)) and scaler.get_scale() == 2.0
 
 
@@ -111,7 +158,8 @@ def nan_losses_at(monkeypatch, calls: set[int]) -> list[dict]:
         losses = real(self, image, text, **kwargs)
         if len(states) - 1 not in calls:
             return losses
-        self.img_projector.linear_hidden[1].running_mean.fill_(float("nan"))
+        # in place, as a forward updates it (through .data: the step still runs its backward, which saved it)
+        self.img_projector.linear_hidden[1].running_mean.data.fill_(float("nan"))
         return {k: v * float("nan") for k, v in losses.items()}
 
     monkeypatch.setattr(MultiLabelContrastive, "forward_train", forward_train)

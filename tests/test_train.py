@@ -185,10 +185,10 @@ def test_train_step_accumulates_then_steps():
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     fp32 = Precision("fp32", None, False)
     batch = {"image": torch.tensor([1.0, 2.0, 3.0]), "text": torch.tensor([1.0, 0.0, 0.0])}
-    losses, norm = train_step(model, batch, optimizer, scaler, fp32, clip_grad=None, accumulation=2, step=False)
+    losses, norm, _ = train_step(model, batch, optimizer, scaler, fp32, clip_grad=None, accumulation=2, step=False)
     assert norm is None and losses["total_loss"] == 7.0 and torch.equal(model.w.detach(), torch.ones(3))
     assert torch.allclose(model.w.grad, torch.tensor([1.0, 1.0, 1.5]))  # (image + text) / 2
-    losses, norm = train_step(model, batch, optimizer, scaler, fp32, clip_grad=1.0, accumulation=2, step=True)
+    losses, norm, _ = train_step(model, batch, optimizer, scaler, fp32, clip_grad=1.0, accumulation=2, step=True)
     grad = torch.tensor([2.0, 2.0, 3.0])  # two accumulated halves
     assert norm == pytest.approx(float(grad.norm()))  # the norm before clipping
     assert torch.allclose(model.w.detach(), 1 - 0.1 * grad / grad.norm())  # clipped to norm 1

@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from datasets.builder import DeviceImages
 from training.precision import Precision
 from utils.distributed import all_reduce_sum, unwrap
 from utils.errors import UserError
@@ -51,8 +52,9 @@ def validate_cls(cfg: DictConfig, model: nn.Module, loader: Iterable, precision:
         text_emb = torch.cat([model.build_text_embedding(chunk.to(device)) for chunk in tokens.split(100)])  # [N, E]
     k = min(5, len(classnames))
     counts = torch.zeros(3, dtype=torch.long, device=device)  # top-1 hits, top-k hits, images
+    images = DeviceImages(False, cfg.data.img_aug, device)  # normalises uint8 images (data.uint8_images)
     for batch in loader:
-        image, target = batch["image"].to(device, non_blocking=True), batch["target"].to(device)
+        image, target = images(batch["image"].to(device, non_blocking=True)), batch["target"].to(device)
         if int(target.max()) >= len(classnames):
             raise UserError(f"validation label {int(target.max())} but only {len(classnames)} class names "
                             "(evaluate.cls.classnames)")

@@ -4,12 +4,14 @@ and reports (``run_epochs``)."""
 from __future__ import annotations
 
 import datetime
+import math
 import time
 from pathlib import Path
 
 import torch
 from timm.utils import AverageMeter
 
+from datasets.builder import DeviceFeeder, DeviceImages
 from training.checkpointing import save_epoch_checkpoint, training_state
 from training.evaluate import validate_epoch
 from training.rng import epoch_seed, set_random_seed
@@ -26,53 +28,68 @@ def train_one_epoch(state: RunState, epoch: int) -> dict[str, float]:
     The RNGs are reseeded from (``cfg.seed``, rank, epoch) first. Iterations with a non-finite loss or gradient norm
     are logged, left out of the averages and counted by ``state.guard``; the epoch's last log line counts them and
     the bad samples the loader skipped.
+
+    The host never waits for the device inside a step: the batches come one ahead (``DeviceFeeder``), and each
+    iteration's losses, norm and finite flag stay on the device until the next log line (every ``print_freq``
+    iterations, and the last), which reads them all at once and then does what each iteration asks, in order
+    (meters, history, warnings, the guard: a run that must stop stops there).
     """
-    cfg, model, loader, guard, logger = state.cfg, state.model, state.train_loader, state.guard, state.logger
+    cfg, model, guard, logger = state.cfg, state.model, state.guard, state.logger
+    loader = DeviceFeeder(state.train_loader, state.device, DeviceImages(True, cfg.data.img_aug, state.device),
+                          cfg.train.text_length_multiple)
     set_random_seed(epoch_seed(cfg.seed, get_rank(), get_world_size(), epoch))
     model.train()
     num_steps = len(loader)
     accumulation = max(1, cfg.train.accumulation_steps)
     meters: dict[str, AverageMeter] = {}
     batch_time, norm_meter = AverageMeter(), AverageMeter()
+    pending: list[tuple[int, float, int, list[str], torch.Tensor]] = []  # (idx, lr, batch size, names, values)
     guard.start_epoch()
     state.optimizer.zero_grad(set_to_none=True)
     start = end = time.time()
     for idx, batch in enumerate(loader):
-        batch = {k: v.to(state.device, non_blocking=True) for k, v in batch.items()}
         step = (idx + 1) % accumulation == 0
         lr = state.optimizer.param_groups[0]["lr"]  # the rate this step runs with
-        losses, grad_norm = train_step(model, batch, state.optimizer, state.scaler, state.precision,
-                                       cfg.train.clip_grad, accumulation, step)
+        losses, grad_norm, finite = train_step(model, batch, state.optimizer, state.scaler, state.precision,
+                                               cfg.train.clip_grad, accumulation, step)
         if step:
             state.scheduler.step_update(epoch * num_steps + idx)
-        finite = bool(torch.isfinite(losses["total_loss"])) and not (step and grad_norm is None)
-        if not finite:
-            logger.warning(f"Train: [{epoch}/{cfg.train.epochs}][{idx}/{num_steps}]  non-finite loss "
-                           f"({losses['total_loss'].item():.4g}) or gradient norm: optimizer step skipped "
-                           f"({guard.in_a_row + 1} in a row)")
-        guard.update(finite, epoch * num_steps + idx, f"epoch {epoch}, step {idx}/{num_steps}")
+        norm = grad_norm if grad_norm is not None else torch.full((), float("nan"), device=state.device)
+        pending.append((idx, lr, batch["image"].shape[0], list(losses),
+                        torch.stack([finite.float(), norm.float(), *(v.float() for v in losses.values())])))
         batch_time.update(time.time() - end)
         end = time.time()
-        if not finite:
+        if not (idx % cfg.print_freq == 0 or idx == num_steps - 1):
             continue
-        values = {name: value.item() for name, value in losses.items()}
-        for name, value in values.items():
-            meters.setdefault(name, AverageMeter()).update(value, batch["image"].shape[0])
-        if grad_norm is not None and torch.isfinite(grad_norm):  # (the fp16 grad scaler's overflows are not)
-            norm_meter.update(grad_norm.item())
-            values["grad_norm"] = norm_meter.val
-        state.history.steps.append({"epoch": epoch, "iteration": epoch * num_steps + idx, "lr": lr, **values})
-        if idx % cfg.print_freq == 0 or idx == num_steps - 1:
-            eta = datetime.timedelta(seconds=int(batch_time.avg * (num_steps - idx - 1)))
-            memory = f"  mem {torch.cuda.max_memory_allocated() / 2**20:.0f}MB" if state.device.type == "cuda" else ""
-            losses_text = "  ".join(f"{k} {m.val:.4f} ({m.avg:.4f})" for k, m in meters.items())
-            logger.info(f"Train: [{epoch}/{cfg.train.epochs}][{idx}/{num_steps}]  eta {eta}  lr {lr:.4e}  "
-                        f"time {batch_time.val:.4f} ({batch_time.avg:.4f})  {losses_text}  "
-                        f"grad_norm {norm_meter.val:.4f} ({norm_meter.avg:.4f}){memory}")
-            if state.reporter is not None:
-                scalars = {f"iter/{k}": m.val for k, m in meters.items()}
-                state.reporter.scalars({**scalars, "iter/lr": lr, "iter/grad_norm": norm_meter.val},
-                                       epoch * num_steps + idx)
+        readings = torch.stack([values for *_, values in pending]).tolist()  # the one read of the device
+        for (i, lr_i, size, names, _), (ok, norm_value, *loss_values) in zip(pending, readings, strict=True):
+            values = dict(zip(names, loss_values, strict=True))
+            if not ok:
+                logger.warning(f"Train: [{epoch}/{cfg.train.epochs}][{i}/{num_steps}]  non-finite loss "
+                               f"({values['total_loss']:.4g}) or gradient norm: optimizer step skipped "
+                               f"({guard.in_a_row + 1} in a row)")
+            guard.update(bool(ok), epoch * num_steps + i, f"epoch {epoch}, step {i}/{num_steps}")
+            if not ok:
+                continue
+            for name, value in values.items():
+                meters.setdefault(name, AverageMeter()).update(value, size)
+            if math.isfinite(norm_value):  # (no step, or the fp16 grad scaler's overflow)
+                norm_meter.update(norm_value)
+                values["grad_norm"] = norm_meter.val
+            state.history.steps.append({"epoch": epoch, "iteration": epoch * num_steps + i, "lr": lr_i, **values})
+        pending.clear()
+        if not readings[-1][0]:  # the reference logs only after a finite iteration
+            continue
+        eta = datetime.timedelta(seconds=int(batch_time.avg * (num_steps - idx - 1)))
+        memory = f"  mem {torch.cuda.max_memory_allocated() / 2**20:.0f}MB" if state.device.type == "cuda" else ""
+        losses_text = "  ".join(f"{k} {m.val:.4f} ({m.avg:.4f})" for k, m in meters.items())
+        logger.info(f"Train: [{epoch}/{cfg.train.epochs}][{idx}/{num_steps}]  eta {eta}  lr {lr:.4e}  "
+                    f"time {batch_time.val:.4f} ({batch_time.avg:.4f})  {losses_text}  "
+                    f"grad_norm {norm_meter.val:.4f} ({norm_meter.avg:.4f}){memory}")
+        if state.reporter is not None:
+            scalars = {f"iter/{k}": m.val for k, m in meters.items()}
+            state.reporter.scalars({**scalars, "iter/lr": lr, "iter/grad_norm": norm_meter.val},
+                                   epoch * num_steps + idx)
     counts = loader.counts
     logger.info(f"EPOCH {epoch} training takes {datetime.timedelta(seconds=int(time.time() - start))}; skipped: "
                 f"{counts.skipped} bad samples of {counts.read} read, {guard.in_epoch} non-finite steps")

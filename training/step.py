@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,55 +16,84 @@ from utils.distributed import all_reduce_sum, is_dist, unwrap
 from utils.errors import UserError
 
 
-def _finite_everywhere(value: torch.Tensor) -> bool:
-    """Whether ``value`` is finite in every process (an all-reduce under torch.distributed, so that all agree)."""
+def finite_everywhere(value: torch.Tensor) -> torch.Tensor:
+    """Whether ``value`` is finite in every process, as a 0-dim bool tensor on its device (an all-reduce under
+    torch.distributed, so that all agree; nothing is read back to the host)."""
     bad = (~torch.isfinite(value.detach())).any().float().reshape(1)
-    return not (all_reduce_sum(bad) if is_dist() else bad).item()
+    if is_dist():
+        all_reduce_sum(bad)
+    return bad[0] == 0
 
 
-def train_step(model: nn.Module, batch: Mapping[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+def train_step(model: nn.Module, batch: Mapping[str, Any], optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, precision: Precision, clip_grad: float | None,
-               accumulation: int = 1, step: bool = True) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """Forward, backward and (when ``step``) clip + optimizer step; returns the losses and the pre-clip grad norm.
+               accumulation: int = 1, step: bool = True,
+               ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor]:
+    """Forward, backward and (when ``step``) clip + optimizer step; returns the losses, the pre-clip grad norm
+    (None without ``step``) and whether the iteration was finite (a 0-dim bool tensor), all on the device.
 
     The total loss is the sum of every output whose name contains 'loss', divided by ``accumulation`` for the
-    backward. Without ``step`` the gradients accumulate (and DDP does not synchronise them) and the norm is None.
+    backward. Without ``step`` the gradients accumulate (and DDP does not synchronise them).
 
-    Non-finite values never reach the model: a loss that is non-finite (in any process) gets no backward, the
-    buffers its forward updated (BatchNorm statistics) are restored, and when its call should step, the step is
-    skipped and the accumulated gradients are dropped; a non-finite gradient norm skips the step too. A step skipped
-    so returns None as its norm. (With the fp16 grad scaler, a non-finite norm is its routine overflow: the scaler
-    skips that step itself and lowers its scale, and the norm is returned as measured.)
+    Non-finite values never reach the model, and the host never waits for the device to find out (the decisions are
+    device tensors): a loss that is non-finite (in any process) leaves the buffers its forward updated (BatchNorm
+    statistics) as they were and adds no gradient; when its call should step, its gradients are made NaN so that
+    the step is skipped; a non-finite gradient norm skips the step too. A skipped step leaves the weights, the AdamW
+    moments and step counts alone (fused AdamW's ``found_inf``; another optimizer is stepped when the host has read
+    the norm). Such an iteration returns finite = False (its norm is non-finite). With the fp16 grad scaler, a
+    non-finite norm is its routine overflow: the scaler skips that step itself and lowers its scale, and the
+    iteration counts as finite unless its loss was not (which lowers the scale too).
     """
     device = next(unwrap(model).parameters()).device
     buffers = [(b, b.clone()) for b in unwrap(model).buffers()]
+    accumulated = [(p, p.grad.clone()) for p in model.parameters() if p.grad is not None] if accumulation > 1 else []
     sync = step or not isinstance(model, DistributedDataParallel)
     with contextlib.nullcontext() if sync else model.no_sync():
         with precision.autocast(device):
             losses = model(**batch)
         total = sum(v for k, v in losses.items() if "loss" in k)
-        finite = _finite_everywhere(total)
-        if finite:
-            scaler.scale(total / accumulation).backward()
-        else:
-            with torch.no_grad():
-                for buffer, before in buffers:
-                    buffer.copy_(before)
+        finite = finite_everywhere(total)
+        scaler.scale(total / accumulation).backward()
+    with torch.no_grad():
+        for buffer, before in buffers:
+            buffer.copy_(torch.where(finite, buffer, before))
+        if accumulation > 1:  # a bad micro-batch adds nothing to what the good ones accumulated
+            before = dict(accumulated)
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.copy_(torch.where(finite, p.grad, before[p] if p in before else 0.0))
     losses = {"total_loss": total.detach(), **{k: v.detach() for k, v in losses.items()}}
     if not step:
-        return losses, None
-    grad_norm = None
-    if finite:
-        scaler.unscale_(optimizer)
-        max_norm = clip_grad if clip_grad else float("inf")  # inf: measure the norm without clipping
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        if scaler.is_enabled() or torch.isfinite(grad_norm):
-            scaler.step(optimizer)
-        else:
-            grad_norm = None
+        return losses, None, finite
+    with torch.no_grad():
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if grads:  # a non-finite loss skips the step: through the norm, and the scaler's own overflow check
+            grads[0].masked_fill_(~finite, float("nan"))
+    scaler.unscale_(optimizer)
+    max_norm = clip_grad if clip_grad else float("inf")  # inf: measure the norm without clipping
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    if scaler.is_enabled():
+        scaler.step(optimizer)
         scaler.update()
+        finite_step = finite
+    else:
+        finite_step = torch.isfinite(grad_norm)
+        skip_unless(optimizer, finite_step)
     optimizer.zero_grad(set_to_none=True)
-    return losses, grad_norm
+    return losses, grad_norm, finite_step
+
+
+def skip_unless(optimizer: torch.optim.Optimizer, take: torch.Tensor) -> None:
+    """``optimizer.step()`` when the 0-dim bool ``take`` is true: decided on the device for an optimizer that takes
+    a ``found_inf`` flag (fused AdamW: weights, moments and step counts unchanged otherwise), else on the host."""
+    if getattr(optimizer, "_step_supports_amp_scaling", False):
+        optimizer.found_inf = (~take).float()
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif take:
+        optimizer.step()
 
 
 class NonFiniteGuard:
