@@ -1,20 +1,27 @@
-"""Does grouping emerge on the synthetic world? A sweep of quickstart variants, each trained for a wall-clock budget.
+"""Does segmentation emerge from captions? Quickstart variants trained and diagnosed on the project's own pieces.
 
-    python benchmarks/quickstart_sweep.py --out-dir DIR                    # all variants, 40 s each (a GPU)
-    python benchmarks/quickstart_sweep.py --variants base one_stage --budget 120 --device cpu
+    python benchmarks/quickstart_sweep.py --variants v1_2stage chosen --out-dir DIR     # a few minutes each on CPU
+    python benchmarks/quickstart_sweep.py --variants chosen --train-samples 20000 --epochs 5   # the quickstart's run
 
-Data live in memory on the device (no loader): the synthetic world's images and tokenized captions (caption + 3
-noun prompts drawn once per sample, as ``data.text_aug`` does per epoch) and a held-out segmentation set. Training
-is the quickstart config's (``configs/quickstart.yml``: AdamW, lr = base_lr x batch / 4096, clipping at
-train.clip_grad) under bf16 autocast, with a cosine schedule over the steps the budget allows (5 % warmup) and a
-random resized crop (area 0.5-1) + flip per sample by an affine grid.
+A variant is a world (a ``WorldSpec``) plus config overrides of ``configs/quickstart.yml`` (the same ``--opts`` the
+quickstart takes). Each is trained with the project's training step (``training.step.train_step``), optimizer,
+learning-rate scaling and schedule (``utils.lr_scheduler``) and evaluated with the zero-shot segmentor
+(``segmentation/evaluation``) that ``./quickstart.sh`` uses. Only the data differ from the quickstart's: the
+world's images and tokenized captions (caption + noun prompts drawn once per sample, as ``data.text_aug`` does per
+epoch) live in memory, and the random-resized crop (area ``img_scale``) + flip is done per sample by an affine grid.
 
-Each variant is evaluated before training, at step 300 (about the CPU main command's training, 5 epochs of 20,000
-pairs at batch 128) and at the end, with two numbers:
-- mIoU: the real zero-shot rule (``segmentation/evaluation``'s segmentor) at the synthetic config's bg_thresh;
-- oracle: each final group labelled with its majority ground-truth class, the best that ANY labelling of the
-  groups can reach. When it stays low, the groups themselves do not follow the objects.
-Results: a table on stdout, ``results.json`` and ``results.md`` in --out-dir.
+Evaluated before training, after each epoch and at the end, on the held-out split of the training world:
+- mIoU: the zero-shot rule at the chosen background threshold, chosen on a validation world (another world seed's
+  held-out split), never on the held-out set; ``mIoU@cfg`` at the config's own bg_thresh;
+- bound: the world's patch-grid bound (each patch labelled with its majority true class, upsampled, argmax);
+- oracle soft / hard: each final group (soft chain, as the segmentor uses it / hard chain) labelled with its
+  majority true class, the best any labelling of these groups reaches;
+- groups: final groups used per image (soft chain); s0 max-prob: the stage-0 soft map's mean max-probability;
+- label agreement: the share of object pixels whose group's zero-shot class (before the background rule) is that
+  group's majority true class;
+- top-1: zero-shot classification of the world's classification split.
+At the end also mIoU on the held-out split of a second world seed (--seed2). Results: a table on stdout,
+``results.json`` and ``results.md`` in --out-dir.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -38,68 +45,85 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from common import ROOT, Table, machine_description  # isort: skip  (common puts the project on sys.path)
 
 import datasets.synthetic as syn  # noqa: E402
-from datasets import Tokenize, WordAugTokenizeWrapper  # noqa: E402
-from datasets.synthetic import WorldSpec  # noqa: E402
+from datasets import Tokenize, WordAugTokenizeWrapper, build_dataset_class_tokens  # noqa: E402
+from datasets.synthetic import WORLDS, WorldSpec  # noqa: E402
 from models import build_model  # noqa: E402
-from models.group_vit import AssignAttention  # noqa: E402
 from segmentation.evaluation import build_segmentor, load_seg_config  # noqa: E402
-from segmentation.evaluation.group_vit_seg import chained_assignments, upsample_token_map  # noqa: E402
-from utils.config import load_config  # noqa: E402
+from segmentation.evaluation.diagnostics import BG_THRESHOLDS, grouping_diagnostics, patch_grid_bound  # noqa: E402
+from training.precision import resolve_precision  # noqa: E402
+from training.rng import set_random_seed  # noqa: E402
+from training.run import scale_learning_rates  # noqa: E402
+from training.step import train_step  # noqa: E402
+from utils.config import apply_opts, load_config  # noqa: E402
+from utils.lr_scheduler import build_scheduler  # noqa: E402
 from utils.optimizer import build_optimizer  # noqa: E402
 
 SEG_CFG = ROOT / "segmentation/configs/_base_/datasets/synthetic.py"
-ONE_STAGE = {"img_encoder.depths": [2, 1], "img_encoder.num_group_tokens": [8, 0], "img_encoder.num_output_groups": [8],
-             "img_encoder.embed_factors": [1, 1], "img_encoder.num_heads": [4, 4]}
-WORLDS_BY_NAME = {"cluttered": syn.WorldSpec(), "plain": syn.WorldSpec(background="plain")}
-# name -> (world, model overrides, AssignAttention attributes, base_lr factor)
-VARIANTS = {
-    "base": ("cluttered", {}, {}, 1.0),
-    "plain_background": ("plain", {}, {}, 1.0),
-    "no_gumbel": ("cluttered", {}, {"gumbel": False}, 1.0),
-    "assign_scale_1": ("cluttered", {}, {"scale": 1.0}, 1.0),
-    "soft_assignment": ("cluttered", {"img_encoder.hard_assignment": False}, {}, 1.0),
-    "one_stage": ("cluttered", ONE_STAGE, {}, 1.0),
-    "lr_x4": ("cluttered", {}, {}, 4.0),
-    "patch_4": ("cluttered", {"img_encoder.patch_size": 4, "img_encoder.num_group_tokens": [32, 8, 0],
-                              "img_encoder.num_output_groups": [32, 8]}, {}, 1.0),
-    "plain_no_gumbel": ("plain", {}, {"gumbel": False}, 1.0),
+ONE_STAGE = ("model.img_encoder.depths=[2,1]", "model.img_encoder.num_group_tokens=[16,0]",
+             "model.img_encoder.num_output_groups=[16]", "model.img_encoder.embed_factors=[1,1]",
+             "model.img_encoder.num_heads=[4,4]")
+
+
+@dataclass(frozen=True)
+class Variant:
+    world: WorldSpec
+    opts: tuple[str, ...] = ()
+
+
+BIG = dict(num_objects=(1, 3), scale=(0.35, 0.6))
+UNTIED = dict(colour_tied_to_class=False)
+VARIANTS: dict[str, Variant] = {
+    "v1_2stage": Variant(WORLDS["v1"]),  # the old quickstart
+    "v1_1stage": Variant(WORLDS["v1"], ONE_STAGE),
+    "big_1stage": Variant(replace(WORLDS["v1"], **BIG), ONE_STAGE),
+    "big96_1stage": Variant(replace(WORLDS["v1"], image_size=96, **BIG), ONE_STAGE),
+    "big_untied_1stage": Variant(replace(WORLDS["v1"], **BIG, **UNTIED), ONE_STAGE),
+    "big_1stage_init": Variant(replace(WORLDS["v1"], **BIG), (*ONE_STAGE, "model.img_encoder.assign_init_scale=[6,4]")),
+    "big_untied_1stage_init": Variant(replace(WORLDS["v1"], **BIG, **UNTIED),
+                                      (*ONE_STAGE, "model.img_encoder.assign_init_scale=[6,4]")),
 }
 
 
 # --------------------------------------------------------------------------------------------- data
 
 
-def _train_chunk(args: tuple[WorldSpec, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    spec, start, stop = args
+def _train_chunk(args: tuple[WorldSpec, int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    spec, seed, start, stop, max_word = args
     np.random.seed(start)  # the noun prompts' draws
-    to_tokens = WordAugTokenizeWrapper(Tokenize(), max_word=3)
+    to_tokens = WordAugTokenizeWrapper(Tokenize(), max_word=max_word)
     images, texts = [], []
     for i in range(start, stop):
-        rng = syn.sample_rng(0, "train", i)
+        rng = syn.sample_rng(seed, "train", i)
         image, _, objects = syn.render_scene(rng, spec)
         images.append(image)
         texts.append(to_tokens(syn.caption_for(objects, spec, rng)).numpy())
-    return np.stack(images), np.stack(texts)  # [n, S, S, 3] uint8, [n, 4, 77]
+    return np.stack(images), np.stack(texts)  # [n, S, S, 3] uint8, [n, 1 + max_word, 77]
 
 
-def _seg_chunk(args: tuple[WorldSpec, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    spec, start, stop = args
-    scenes = [syn.render_scene(syn.sample_rng(0, "seg", i), spec)[:2] for i in range(start, stop)]
+def _held_out_chunk(args: tuple[WorldSpec, int, str, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    spec, seed, split, start, stop = args
+    if split == "cls":
+        scenes = [syn.render_scene(syn.sample_rng(seed, "cls", i), spec, num_objects=(1, 1), scale=spec.cls_scale)
+                  for i in range(start, stop)]
+        return np.stack([s[0] for s in scenes]), np.array([s[2][0].label - 1 for s in scenes])
+    scenes = [syn.render_scene(syn.sample_rng(seed, "seg", i), spec)[:2] for i in range(start, stop)]
     return np.stack([s[0] for s in scenes]), np.stack([s[1] for s in scenes])
 
 
-def make_world(world: str, train: int, seg: int, size: int, workers: int, device: torch.device) -> dict:
-    """Images uint8 [N, S, S, 3], texts [N, 4, 77], seg images and masks [M, S, S], all on ``device``."""
-    spec = replace(WORLDS_BY_NAME[world], image_size=size)
-    with Pool(workers) as pool:
-        parts = pool.map(_train_chunk, [(spec, s, min(train, s + 500)) for s in range(0, train, 500)])
-        segs = pool.map(_seg_chunk, [(spec, s, min(seg, s + 100)) for s in range(0, seg, 100)])
-    cat = lambda arrays: torch.from_numpy(np.concatenate(arrays)).to(device)  # noqa: E731
-    return {"images": cat([p[0] for p in parts]), "texts": cat([p[1] for p in parts]),
-            "seg_images": cat([s[0] for s in segs]), "seg_masks": cat([s[1] for s in segs]).long()}
-
-
-# --------------------------------------------------------------------------------------------- training
+def make_data(spec: WorldSpec, args: argparse.Namespace, max_word: int, pool: Pool) -> dict[str, torch.Tensor]:
+    """The training pairs (``images``, ``texts``), held-out ``seg`` / ``seg_masks`` (seed), ``val`` / ``val_masks``
+    (validation seed), ``seg2`` / ``seg2_masks`` (second seed) and ``cls`` / ``cls_labels``."""
+    n, step = args.train_samples, 500
+    parts = pool.map(_train_chunk, [(spec, args.seed, s, min(n, s + step), max_word) for s in range(0, n, step)])
+    data = {"images": np.concatenate([p[0] for p in parts]), "texts": np.concatenate([p[1] for p in parts])}
+    for name, seed, split, count in (("seg", args.seed, "seg", args.seg_images),
+                                     ("val", args.val_seed, "seg", args.seg_images),
+                                     ("seg2", args.seed2, "seg", args.seg_images),
+                                     ("cls", args.seed, "cls", args.cls_images)):
+        chunks = pool.map(_held_out_chunk, [(spec, seed, split, s, min(count, s + 100)) for s in range(0, count, 100)])
+        data[name] = np.concatenate([c[0] for c in chunks])
+        data[f"{name}_{'labels' if split == 'cls' else 'masks'}"] = np.concatenate([c[1] for c in chunks])
+    return {k: torch.from_numpy(v) for k, v in data.items()}
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
@@ -109,7 +133,7 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return (images.permute(0, 3, 1, 2).float() - mean) / std
 
 
-def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.5, 1.0)) -> torch.Tensor:
+def random_resized_crop(x: torch.Tensor, scale: Sequence[float]) -> torch.Tensor:
     """Per sample: a crop of area ``scale`` and aspect 3/4..4/3, resized back, flipped with probability 0.5."""
     B = x.shape[0]
     rand = lambda: torch.rand(B, device=x.device)  # noqa: E731
@@ -125,135 +149,148 @@ def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.5, 1.0)
     return F.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
 
 
-def build(cfg, overrides: dict, assign: dict, device: torch.device) -> torch.nn.Module:
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    for key, value in overrides.items():
-        *path, last = key.split(".")
-        node = model_cfg
-        for part in path:
-            node = node[part]
-        node[last] = value
-    model = build_model(model_cfg).to(device)
-    for module in model.modules():
-        if isinstance(module, AssignAttention):
-            for name, value in assign.items():
-                setattr(module, name, value)
-    return model
-
-
-def majority_labels(groups: torch.Tensor, labels: torch.Tensor, num_groups: int, num_classes: int) -> torch.Tensor:
-    """Each pixel gets the most frequent label of its group (ties: the lowest label): [B, P] from [B, P] each."""
-    counts = F.one_hot(groups, num_groups).float().transpose(1, 2) @ F.one_hot(labels, num_classes).float()  # [B, G, K]
-    return counts.argmax(-1).gather(1, groups)
+# --------------------------------------------------------------------------------------------- evaluation
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: dict, seg_cfg) -> dict[str, float]:
-    """Zero-shot mIoU (the real rule), oracle mIoU and final groups used per image, on the held-out set."""
+def evaluate(model: torch.nn.Module, data: dict, seg_cfg, cfg, names: Sequence[str], bg: float | None) -> dict:
+    """Every diagnostic on the held-out split; ``bg``: the background threshold (None: the best on ``val``)."""
     model.eval()
-    names = list(syn.WorldSpec().class_names)
-    segmentor = build_segmentor(model, names, seg_cfg)
-    K = len(names)
-    hist = {"mIoU": 0, "oracle": 0}
-    used = []
-    for start in range(0, len(data["seg_images"]), 250):
-        x = normalise(data["seg_images"][start:start + 250])
-        gt = data["seg_masks"][start:start + 250]  # [B, H, W]
-        H, W = x.shape[-2:]
-        out = model.img_encoder(x, return_feat=True, return_attn=True, as_dict=True)
-        pred = segmentor.decode(out, H, W).argmax(1)  # [B, H, W]
-        groups = upsample_token_map(chained_assignments(out["attn_dicts"])[-1], H, W).argmax(1).flatten(1)  # [B, HW]
-        oracle = majority_labels(groups, gt.flatten(1), out["feat"].shape[1], K)  # [B, HW]
-        used += [len(g.unique()) for g in groups]
-        for name, p in (("mIoU", pred.flatten(1)), ("oracle", oracle)):
-            hist[name] = hist[name] + torch.bincount(gt.flatten() * K + p.flatten(), minlength=K * K).view(K, K)
+    segmentor = build_segmentor(model, list(names), seg_cfg, template=cfg.evaluate.seg.template)
+    if bg is None:
+        scores = grouping_diagnostics(segmentor, normalise(data["val"]), data["val_masks"])["miou_by_bg"]
+        bg = max(scores, key=scores.get)
+    held = grouping_diagnostics(segmentor, normalise(data["seg"]), data["seg_masks"])
+    by_bg = held.pop("miou_by_bg")
+    result = {"bg": bg, "mIoU": by_bg[bg], "mIoU@cfg": by_bg.get(segmentor.bg_thresh), **held,
+              "top1": classify(model, data, cfg, names[1:])}
     model.train()
-    result = {}
-    for name, h in hist.items():
-        h = h.double()
-        result[name] = round(100 * (h.diag() / (h.sum(0) + h.sum(1) - h.diag())).nanmean().item(), 2)
-    result["groups"] = round(float(np.mean(used)), 2)
     return result
 
 
-def run_variant(name: str, cfg, data: dict, seg_cfg, args: argparse.Namespace, device: torch.device) -> dict:
-    world, overrides, assign, lr_factor = VARIANTS[name]
-    torch.manual_seed(args.seed)
-    model = build(cfg, overrides, assign, device)
-    lr = cfg.train.base_lr * lr_factor * args.batch_size / 4096
-    optimizer = build_optimizer(OmegaConf.merge(cfg.train, {"base_lr": lr}), model)
-    history = [{"step": 0, **evaluate(model, data, seg_cfg)}]
-    total, evals, start, step = 10**9, {300}, time.perf_counter(), 0
-    while step < total:
-        if step == 20:  # the budget in steps, from the first 20
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            total = max(21, int(args.budget / ((time.perf_counter() - start) / 20)))
-            evals.add(total)
-        warmup = max(1, total // 20)
-        progress = (step - warmup) / max(1, total - warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * step / warmup if step < warmup else 0.5 * lr * (1 + math.cos(math.pi * progress))
-        index = torch.randint(0, len(data["images"]), (args.batch_size,), device=device)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            losses = model.forward_train(random_resized_crop(normalise(data["images"][index])), data["texts"][index])
-        loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad)
-        optimizer.step()
-        step += 1
-        if step in evals:
-            history.append({"step": step, "loss": round(loss.item(), 3), **evaluate(model, data, seg_cfg)})
-            print(f"  {name} step {step}: {history[-1]}", flush=True)
-    seconds = time.perf_counter() - start
-    return {"name": name, "world": world, "overrides": overrides, "assign": assign, "lr": lr, "steps": total,
-            "seconds": round(seconds, 1), "history": history}
+@torch.no_grad()
+def classify(model: torch.nn.Module, data: dict, cfg, classnames: Sequence[str]) -> float:
+    tokens = build_dataset_class_tokens(Tokenize(max_seq_len=cfg.data.text_aug.max_seq_len),
+                                        cfg.evaluate.cls.template, classnames)
+    text = model.build_text_embedding(tokens)  # [N, E]
+    hits = 0
+    for start in range(0, len(data["cls"]), 250):
+        logits = model.zero_shot_pred(normalise(data["cls"][start:start + 250]), text)  # [B, N]
+        hits += (logits.argmax(1) == data["cls_labels"][start:start + 250]).sum().item()
+    return round(100 * hits / len(data["cls"]), 2)
+
+
+@torch.no_grad()
+def second_seed(model: torch.nn.Module, data: dict, seg_cfg, cfg, names: Sequence[str], bg: float) -> float:
+    model.eval()
+    segmentor = build_segmentor(model, list(names), seg_cfg, template=cfg.evaluate.seg.template)
+    result = grouping_diagnostics(segmentor, normalise(data["seg2"]), data["seg2_masks"], thresholds=[bg])
+    model.train()
+    return result["miou_by_bg"][bg]
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+def variant_config(variant: Variant, args: argparse.Namespace):
+    cfg = load_config(ROOT / "configs" / "quickstart.yml")
+    OmegaConf.set_struct(cfg, True)
+    opts = [f"data.batch_size={args.batch_size}", f"train.epochs={args.epochs}", f"seed={args.seed}",
+            f"train.seed={args.seed}", f"model.img_encoder.img_size={variant.world.image_size}",
+            f"data.img_aug.img_size={variant.world.image_size}", *variant.opts, *args.opts]
+    return apply_opts(cfg, opts)
+
+
+def run_variant(name: str, args: argparse.Namespace, pool: Pool) -> dict:
+    variant = VARIANTS[name]
+    cfg = variant_config(variant, args)
+    spec, names = variant.world, variant.world.class_names
+    tic = time.perf_counter()
+    data = make_data(spec, args, cfg.data.text_aug.multi_label, pool)
+    data_s = time.perf_counter() - tic
+    seg_opts = [*cfg.evaluate.seg.opts] if cfg.evaluate.seg.get("opts") else []
+    seg_cfg = load_seg_config(SEG_CFG, seg_opts)
+    masks = data["seg_masks"]
+    bound = round(patch_grid_bound(masks, cfg.model.img_encoder.patch_size, len(names)), 2)
+    print(f"{name}: data {data_s:.0f} s, bound {bound}, opts {list(variant.opts) + list(args.opts)}", flush=True)
+
+    scale_learning_rates(cfg, world_size=1)
+    set_random_seed(cfg.seed)
+    device = torch.device("cpu")
+    model = build_model(cfg.model).to(device)
+    optimizer = build_optimizer(cfg.train, model)
+    iters = len(data["images"]) // cfg.data.batch_size
+    scheduler = build_scheduler(cfg.train, optimizer, iters)
+    precision = resolve_precision(cfg.train, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
+    history = [{"step": 0, **evaluate(model, data, seg_cfg, cfg, names, args.bg)}]
+    print(f"  step 0: {history[-1]}", flush=True)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train_s, step = 0.0, 0
+    for epoch in range(cfg.train.epochs):
+        order = torch.randperm(len(data["images"]), generator=generator)
+        tic = time.perf_counter()
+        for idx in range(iters):
+            index = order[idx * cfg.data.batch_size:(idx + 1) * cfg.data.batch_size]
+            image = random_resized_crop(normalise(data["images"][index]), cfg.data.img_aug.img_scale)
+            losses, _ = train_step(model, {"image": image, "text": data["texts"][index]}, optimizer, scaler,
+                                   precision, cfg.train.clip_grad)
+            step += 1
+            scheduler.step_update(epoch * iters + idx)
+        train_s += time.perf_counter() - tic
+        if epoch + 1 in args.eval_epochs or epoch + 1 == cfg.train.epochs:
+            history.append({"step": step, "epoch": epoch + 1, "loss": round(losses["total_loss"].item(), 3),
+                            "train_s": round(train_s, 1), **evaluate(model, data, seg_cfg, cfg, names, args.bg)})
+            print(f"  epoch {epoch + 1} step {step}: {history[-1]}", flush=True)
+    end = history[-1]
+    end["mIoU_seed2"] = second_seed(model, data, seg_cfg, cfg, names, end["bg"])
+    print(f"  second seed: {end['mIoU_seed2']}", flush=True)
+    return {"name": name, "spec": spec.to_json(), "opts": list(variant.opts) + list(args.opts), "bound": bound,
+            "steps": step, "train_s": round(train_s, 1), "data_s": round(data_s, 1), "history": history}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser("quickstart grouping sweep", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser("quickstart emergence sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    p.add_argument("--budget", type=float, default=40, help="training seconds per variant (evaluations excluded)")
-    p.add_argument("--train-samples", type=int, default=40000)
-    p.add_argument("--seg-images", type=int, default=500)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=os.cpu_count())
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--train-samples", type=int, default=6000)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--eval-epochs", type=int, nargs="*", default=[], help="also evaluate after these epochs")
+    p.add_argument("--seg-images", type=int, default=200)
+    p.add_argument("--cls-images", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0, help="training world seed (its seg split is the held-out set)")
+    p.add_argument("--val-seed", type=int, default=1000, help="world seed whose seg split chooses bg_thresh")
+    p.add_argument("--seed2", type=int, default=1, help="second world seed, held-out split evaluated at the end")
+    p.add_argument("--bg", type=float, choices=BG_THRESHOLDS, help="fixed background threshold (default: chosen)")
+    p.add_argument("--opts", nargs="*", default=[], help="extra config overrides for every variant")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out-dir", default=os.environ.get("OUT") or "bench_out")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(ROOT / "configs" / "quickstart.yml")
-    seg_cfg = load_seg_config(SEG_CFG)
-    size = cfg.data.img_aug.img_size
-    print(machine_description(device), flush=True)
-    worlds = {}
-    for world in dict.fromkeys(VARIANTS[v][0] for v in args.variants):
-        tic = time.perf_counter()
-        worlds[world] = make_world(world, args.train_samples, args.seg_images, size, args.workers, device)
-        print(f"world {world}: {args.train_samples} pairs, {args.seg_images} held-out images "
-              f"({time.perf_counter() - tic:.0f} s)", flush=True)
+    print(machine_description(torch.device("cpu")), flush=True)
     results = []
-    for name in args.variants:
-        results.append(run_variant(name, cfg, worlds[VARIANTS[name][0]], seg_cfg, args, device))
-        (out / "results.json").write_text(json.dumps(results, indent=1))
-    table = Table(["variant", "steps", "mIoU @0", "mIoU @300", "mIoU end", "oracle @0", "oracle @300", "oracle end",
-                   "groups end"], [])
+    with Pool(args.workers) as pool:
+        for name in args.variants:
+            results.append(run_variant(name, args, pool))
+            (out / "results.json").write_text(json.dumps(results, indent=1))
+    table = Table(["variant", "bound", "steps", "train s", "mIoU @0", "mIoU", "mIoU seed 2", "bg", "oracle soft",
+                   "oracle hard", "groups", "s0 max-prob", "label agr.", "top-1"], [])
     print(table.header(), flush=True)
     for r in results:
-        at = {h["step"]: h for h in r["history"]}
-        mid = at.get(300, {})
-        end = r["history"][-1]
-        table.add(r["name"], r["steps"], at[0]["mIoU"], mid.get("mIoU"), end["mIoU"], at[0]["oracle"],
-                  mid.get("oracle"), end["oracle"], end["groups"])
-    (out / "results.md").write_text(f"{machine_description(device)}\n\n{table.markdown()}\n")
+        start, end = r["history"][0], r["history"][-1]
+        table.add(r["name"], r["bound"], r["steps"], r["train_s"], start["mIoU"], end["mIoU"], end["mIoU_seed2"],
+                  end["bg"], f"{start['oracle_soft']} -> {end['oracle_soft']}",
+                  f"{start['oracle_hard']} -> {end['oracle_hard']}", f"{start['groups']} -> {end['groups']}",
+                  f"{start['s0_max']} -> {end['s0_max']}", f"{start['label_agreement']} -> {end['label_agreement']}",
+                  end["top1"])
+    (out / "results.md").write_text(f"{machine_description(torch.device('cpu'))}\n\n{table.markdown()}\n")
     return results
 
 

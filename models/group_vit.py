@@ -288,7 +288,12 @@ class GroupViT(nn.Module):
                  hard_assignment: bool = True, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  qk_scale: float | None = None, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.1, patch_norm: bool = True, use_checkpoint: bool = False,
-                 pos_embed_type: str = "simple", freeze_patch_embed: bool = False):
+                 pos_embed_type: str = "simple", freeze_patch_embed: bool = False,
+                 assign_init_scale: tuple[float, float] = (1.0, 1.0)):
+        """``assign_init_scale`` (ours, not the reference's; (1, 1) = the reference): factors on the starting
+        weights of every assignment, (query/key, value/output projection). The reference's init makes the
+        assignment logits tiny (soft maps near uniform) and the assigned content a few % of each group token;
+        larger factors start training with sharper, content-carrying groups. Only the initialisation changes."""
         super().__init__()
         num_layers = len(depths)
         if not (len(num_heads) == len(num_group_tokens) == len(embed_factors) == num_layers
@@ -328,6 +333,12 @@ class GroupViT(nn.Module):
 
         trunc_normal_(self.pos_embed, std=0.02)
         self.apply(self._init_weights)
+        qk_factor, value_factor = assign_init_scale
+        with torch.no_grad():
+            for assign in (m for m in self.modules() if isinstance(m, AssignAttention)):
+                for linear, factor in ((assign.q_proj, qk_factor), (assign.k_proj, qk_factor),
+                                       (assign.v_proj, value_factor), (assign.proj, value_factor)):
+                    linear.weight.mul_(factor)
         if freeze_patch_embed:
             for p in self.patch_embed.parameters():
                 p.requires_grad = False

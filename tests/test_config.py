@@ -272,7 +272,8 @@ def test_matches_config_pickled_in_official_checkpoint(tmp_path, monkeypatch):
     mine, theirs = cfg_to_dict(cfg, resolve=False), cfg_to_dict(official, resolve=False)
     ours_only = {"data.text_aug.tagger", "data.max_bad_fraction", "train.amp", "train.max_nonfinite_steps",
                  "evaluate.cls.classnames", "data.uint8_images", "train.text_length_multiple", "train.compile",
-                 "train.cuda_graph", "evaluate.seg.protocol", "evaluate.seg.short_side"}  # keys this project added
+                 "train.cuda_graph", "evaluate.seg.protocol", "evaluate.seg.short_side",
+                 "model.img_encoder.assign_init_scale"}  # keys this project added
     assert [kv for kv in flatten(mine).items() if kv[0] not in ours_only] == list(flatten(theirs).items())
 
 

@@ -19,8 +19,6 @@ from datasets.synthetic import (
     SceneObject,
     WorldSpec,
     nameable,
-    patch_grid_bound,
-    patch_majority_map,
     relation,
     sample_rng,
     write_cls_set,
@@ -31,6 +29,7 @@ from datasets.synthetic import (
 from datasets.synthetic import caption_for as _caption_for
 from datasets.synthetic import classes_in_caption as _classes_in_caption
 from datasets.synthetic import render_scene as _render_scene
+from segmentation.evaluation.diagnostics import patch_grid_bound, patch_majority_map
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = WorldSpec()

@@ -245,6 +245,30 @@ def chance_miou(seg_root: Path) -> dict[str, float]:
             "uniform_random": round(100 * float(uniform[present].mean()), 2)}
 
 
+@torch.no_grad()
+def grouping_report(cfg: DictConfig, model: torch.nn.Module, seg_root: Path) -> dict[str, Any]:
+    """segmentation/evaluation/diagnostics.py on the held-out set: group oracles (soft and hard chain), groups per
+    image, stage-0 soft max-probability and label agreement, with the world's patch-grid bound beside them."""
+    from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    from segmentation.evaluation import build_segmentor, load_seg_config
+    from segmentation.evaluation.diagnostics import grouping_diagnostics, patch_grid_bound
+
+    seg_cfg = load_seg_config(cfg.evaluate.seg.cfg, cfg.evaluate.seg.opts)
+    classes = (seg_root / "classes.txt").read_text().split()
+    segmentor = build_segmentor(model.eval(), classes, seg_cfg, template=cfg.evaluate.seg.template)
+    names = (seg_root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    images = np.stack([np.asarray(Image.open(seg_root / "JPEGImages" / f"{n}.jpg").convert("RGB")) for n in names])
+    masks = torch.from_numpy(np.stack([np.asarray(Image.open(seg_root / "SegmentationClass" / f"{n}.png"))
+                                       for n in names]))  # [N, H, W]
+    mean, std = (255 * torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD))
+    x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() - mean) / std  # [N, 3, H, W]
+    report = grouping_diagnostics(segmentor, x, masks, thresholds=[segmentor.bg_thresh])
+    report.pop("miou_by_bg")
+    report["bound"] = round(patch_grid_bound(masks, cfg.model.img_encoder.patch_size, len(classes)), 2)
+    return report
+
+
 # --------------------------------------------------------------------------------------------- pictures
 
 
@@ -366,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         untrained_model = build_model(cfg.model).to(device)
         untrained_seg = evaluate_seg_to(cfg, untrained_model, args.output / "predictions" / "untrained", logger)
         untrained_cls = classify(cfg, untrained_model, device)
+        untrained_groups = grouping_report(cfg, untrained_model, seg_root)
         del untrained_model
 
     train_dir = args.output / "train"
@@ -382,6 +407,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model, _ = load_eval_model(cfg, str(checkpoint), device)
         seg = evaluate_seg_to(cfg, model, args.output / "predictions" / "trained", logger)
         cls = classify(cfg, model, device)
+        groups = grouping_report(cfg, model, seg_root)
         (args.output / "cls_predictions.json").write_text(json.dumps(cls) + "\n")
         chance = chance_miou(seg_root)
 
@@ -395,6 +421,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results = {
         "miou": seg["mIoU"], "miou_untrained": untrained_seg["mIoU"], "miou_chance": chance,
         "top1": cls["acc1"], "top5": cls["acc5"], "top1_untrained": untrained_cls["acc1"],
+        "bound": groups["bound"], "grouping": groups, "grouping_untrained": untrained_groups,
         "seg": seg, "seg_untrained": untrained_seg,
         "time": {"total_wall_s": round(time.perf_counter() - start_wall, 1),
                  "total_cpu_s": round(cpu_seconds() - start_cpu, 1), "phases": timer.phases},
@@ -428,6 +455,10 @@ def summary(r: dict[str, Any]) -> str:
         f"    mIoU untrained  {r['miou_untrained']:6.2f}   (same model before training)",
         f"    mIoU chance     {chance['all_background']:6.2f}   (all background; uniform random labels: "
         f"{chance['uniform_random']:.2f})",
+        f"    patch-grid bound {r['bound']:5.2f}   (each patch labelled with its true majority class)",
+        "  groups (trained / untrained): " + ", ".join(
+            f"{k} {r['grouping'][k]} / {r['grouping_untrained'][k]}"
+            for k in ("oracle_soft", "oracle_hard", "groups", "s0_max", "label_agreement")),
         f"  zero-shot classification: top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  "
         f"(untrained top-1 {r['top1_untrained']:.2f}%, chance {100 / num_classes:.1f}%)",
         f"  time: {t['total_wall_s']:.0f} s wall, {t['total_cpu_s']:.0f} s CPU on {r['device']} "
