@@ -77,6 +77,8 @@ VARIANTS: dict[str, Variant] = {
     "v1_1stage": Variant(WORLDS["v1"], ONE_STAGE),
     "big_1stage": Variant(replace(WORLDS["v1"], **BIG), ONE_STAGE),
     "big96_1stage": Variant(replace(WORLDS["v1"], image_size=96, **BIG), ONE_STAGE),
+    "big80_1stage_init": Variant(replace(WORLDS["v1"], image_size=80, **BIG),
+                                 (*ONE_STAGE, "model.img_encoder.assign_init_scale=[6,4]")),
     "big_untied_1stage": Variant(replace(WORLDS["v1"], **BIG, **UNTIED), ONE_STAGE),
     "big_1stage_init": Variant(replace(WORLDS["v1"], **BIG), (*ONE_STAGE, "model.img_encoder.assign_init_scale=[6,4]")),
     "big_untied_1stage_init": Variant(replace(WORLDS["v1"], **BIG, **UNTIED),
