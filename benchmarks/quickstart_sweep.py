@@ -235,7 +235,7 @@ def run_variant(name: str, args: argparse.Namespace, pool: Pool) -> dict:
         for idx in range(iters):
             index = order[idx * cfg.data.batch_size:(idx + 1) * cfg.data.batch_size]
             image = random_resized_crop(normalise(data["images"][index]), cfg.data.img_aug.img_scale)
-            losses, _ = train_step(model, {"image": image, "text": data["texts"][index]}, optimizer, scaler,
+            losses, _, _ = train_step(model, {"image": image, "text": data["texts"][index]}, optimizer, scaler,
                                    precision, cfg.train.clip_grad)
             step += 1
             scheduler.step_update(epoch * iters + idx)
