@@ -213,8 +213,8 @@ def test_suite_equals_single_dataset_runs(workdir, suite_run):
 def test_bg_sweep_equals_separate_runs(workdir):
     root, _ = workdir
     voc = ["--opts", f"evaluate.seg.cfg={DATASETS / 'pascal_voc12.py'}", NO_WORKERS]
-    sweep = run_main(["--bg-thresh", "0.01", "0.03", "0.95", *voc], root / "sweep")
-    assert [s["bg_thresh"] for s in sweep["bg_thresh_sweep"]] == [0.01, 0.03, 0.95] and sweep["bg_thresh"] == 0.01
+    sweep = run_main(["--bg-thresh", "0.03", "0.95", *voc], root / "sweep")
+    assert [s["bg_thresh"] for s in sweep["bg_thresh_sweep"]] == [0.03, 0.95] and sweep["bg_thresh"] == 0.03
     mious = []
     for point in sweep["bg_thresh_sweep"]:
         alone = run_main(["--bg-thresh", str(point["bg_thresh"]), *voc], root / f"alone_{point['bg_thresh']}")

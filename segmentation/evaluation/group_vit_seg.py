@@ -138,12 +138,12 @@ class GroupViTSegInference(EncoderDecoder):
 
     @property
     def bg_thresh(self) -> float:
-        """The (first) background threshold."""
+        """The (first) background threshold; setting it keeps only that one (nothing without background)."""
         return self.bg_threshs[0]
 
     @bg_thresh.setter
     def bg_thresh(self, value: float) -> None:
-        self.bg_threshs = (float(value),)
+        self.bg_threshs = (float(value),) if self.with_bg else ()
 
     def get_attn_maps(self, img: Tensor) -> list[Tensor]:
         """Chained soft group maps of each grouping stage, at the input size: [B, H, W, G_k]."""
