@@ -63,7 +63,7 @@ from models.transformer import text_lengths  # noqa: E402
 from segmentation.datasets import VOC_CLASSES  # noqa: E402
 from segmentation.evaluation import build_segmentor, load_seg_config  # noqa: E402
 from training.precision import resolve_precision  # noqa: E402
-from training.step import train_step  # noqa: E402
+from training.step import compile_forward, train_step  # noqa: E402
 from utils.config import apply_opts, load_config  # noqa: E402
 from utils.host_sync import HostSyncCounter  # noqa: E402
 from utils.optimizer import build_optimizer  # noqa: E402
@@ -104,6 +104,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="the GPU's dense peaks when its name is not in the table")
     parser.add_argument("--out-dir", default=os.environ.get("BENCH_OUT") or os.environ.get("OUT") or "bench_out")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of bf16+compile")
     parser.add_argument("--tiny", action="store_true",
                         help="dry run: the golden tiny model, batch 4, a few steps of every stage (any device)")
     args = parser.parse_args(argv)
@@ -111,6 +112,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.cfg = str(ROOT / "tests" / "golden" / "tiny_model.yml")
         args.batch_size, args.batches, args.steps, args.chain, args.warmup = 4, 2, 2, 3, 1
         args.profile_steps, args.agreement_steps, args.loop_steps, args.seg_images = 2, 3, 4, 1
+        args.compile_backend = "aot_eager" if args.device == "cpu" else args.compile_backend  # no C++ build on a CPU
     return args
 
 
@@ -206,7 +208,7 @@ def make_batches(args: argparse.Namespace, cfg, device: torch.device) -> list[di
 class Trainer:
     """A model, its optimizer and scaler, and ``step(batch)``: the training step of one variant."""
 
-    def __init__(self, cfg, variant: str, device: torch.device, seed: int = 0):
+    def __init__(self, cfg, variant: str, device: torch.device, seed: int = 0, backend: str = "inductor"):
         torch.manual_seed(seed)
         self.model = build_model(cfg.model).to(device).train()
         self.optimizer = build_optimizer(cfg.train, self.model)
@@ -217,7 +219,7 @@ class Trainer:
         if "+graph" in variant:
             raise NotImplementedError("train.cuda_graph is not in this training step yet")
         if "+compile" in variant:
-            self.model.compile(fullgraph=True, dynamic=False)
+            compile_forward(self.model, cfg.train.text_length_multiple, backend)
 
     def step(self, batch: dict) -> dict[str, torch.Tensor]:
         losses, _, _ = train_step(self.model, batch, self.optimizer, self.scaler, self.precision, self.clip_grad)
@@ -303,7 +305,7 @@ def train_variant(run: Run, cfg, variant: str, batches: list[dict], flops: float
             device.type != "cuda":
         run.results["skipped"].append(f"training {variant} (CUDA only)")
         return
-    trainer = Trainer(cfg, variant, device)
+    trainer = Trainer(cfg, variant, device, backend=args.compile_backend)
     turn = iter(range(10**9))
 
     def step() -> None:
@@ -344,7 +346,7 @@ def agreement_stage(run: Run, cfg, batches: list[dict], variants: list[str]) -> 
     """The same steps eager and compiled / graphed (bf16, same weights, batches and seeds): the largest loss gap."""
     losses = {}
     for variant in ["bf16", *variants]:
-        trainer = Trainer(cfg, variant, run.device, seed=0)
+        trainer = Trainer(cfg, variant, run.device, seed=0, backend=run.args.compile_backend)
         torch.manual_seed(1)
         values = [trainer.step(batches[i % len(batches)])["total_loss"] for i in range(run.args.agreement_steps)]
         losses[variant] = torch.stack(values).float().cpu()

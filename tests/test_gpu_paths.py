@@ -17,11 +17,14 @@ from test_perf_equivalence import mixed_text
 
 from datasets.builder import DeviceFeeder, DeviceImages, build_img_transform, build_train_loader, loader_workers
 from models.transformer import text_lengths
+from training.graphs import DeviceLR
 from training.precision import Precision
-from training.step import train_step
+from training.step import compile_forward, train_step
 from utils.config import load_config
 from utils.errors import UserError
 from utils.host_sync import HostSyncCounter
+from utils.lr_scheduler import build_scheduler
+from utils.optimizer import build_optimizer
 
 
 def test_host_text_lengths_give_the_same_features(tiny_model):
@@ -118,3 +121,57 @@ def test_a_steady_state_training_step_reads_nothing_back(tiny_model):
     with HostSyncCounter() as reads:  # the counter sees the reads: lengths from the device tokens are two
         train_step(model, batch, optimizer, scaler, fp32, clip_grad=5.0)
     assert reads.counts == {"_local_scalar_dense": 2}
+
+
+@pytest.mark.slow
+def test_train_compile_traces_the_training_forward_as_one_graph(tiny_model):
+    """train.compile: fullgraph=True succeeds (no graph break) and gives the eager losses and gradients."""
+    eager = copy.deepcopy(tiny_model).train()
+    compiled = copy.deepcopy(tiny_model).train()
+    compile_forward(compiled, length_multiple=16, backend="aot_eager")
+    image = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(4))
+    text = mixed_text(2)
+    results = []
+    for model in (eager, compiled):
+        torch.manual_seed(0)
+        losses = model(image, text, text_lengths=text_lengths(text, 16))
+        sum(losses.values()).backward()
+        results.append((losses, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (eager_losses, eager_grads), (losses, grads) = results
+    for name in eager_losses:
+        torch.testing.assert_close(losses[name], eager_losses[name], atol=1e-5, rtol=1e-5)
+    assert grads.keys() == eager_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, eager_grads[name], atol=1e-5, rtol=1e-4)
+
+
+def test_the_learning_rate_moves_through_its_device_tensor():
+    """train.cuda_graph's DeviceLR: the scheduler's floats reach the optimizer through the same tensors (what a
+    captured graph reads), step by step, and the weights follow exactly as with float rates."""
+    cfg = OmegaConf.create({"epochs": 2, "warmup_epochs": 1, "base_lr": 0.1, "warmup_lr": 0.001, "min_lr": 0.01,
+                            "lr_scheduler": {"name": "cosine"}, "optimizer": {"name": "adamw", "eps": 1e-8,
+                                                                              "betas": [0.9, 0.999]},
+                            "weight_decay": 0.05})
+    torch.manual_seed(0)
+    models = [torch.nn.Linear(4, 3) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    optimizers = [build_optimizer(cfg, m) for m in models]
+    schedulers = [build_scheduler(cfg, o, iters_per_epoch=4) for o in optimizers]
+    device_lr = DeviceLR(optimizers[1], torch.device("cpu"))
+    tensors, seen = list(device_lr.tensors), []
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
+    for iteration in range(8):
+        device_lr.to_device()
+        assert all(g["lr"] is t for g, t in zip(optimizers[1].param_groups, tensors, strict=True))
+        seen.append(float(tensors[0]))
+        assert seen[-1] == pytest.approx(optimizers[0].param_groups[0]["lr"], rel=1e-6)
+        for model, optimizer in zip(models, optimizers, strict=True):
+            model(x).square().sum().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        device_lr.to_floats()
+        for scheduler in schedulers:
+            scheduler.step_update(iteration + 1)
+    assert len(set(seen)) == 8 and seen[0] < seen[3]  # warmup up, then cosine: the rate moved every step
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)

@@ -50,8 +50,11 @@ def train_one_epoch(state: RunState, epoch: int) -> dict[str, float]:
     for idx, batch in enumerate(loader):
         step = (idx + 1) % accumulation == 0
         lr = state.optimizer.param_groups[0]["lr"]  # the rate this step runs with
-        losses, grad_norm, finite = train_step(model, batch, state.optimizer, state.scaler, state.precision,
-                                               cfg.train.clip_grad, accumulation, step)
+        if state.graphed_step is not None:  # train.cuda_graph (one process, no accumulation)
+            losses, grad_norm, finite = state.graphed_step(batch)
+        else:
+            losses, grad_norm, finite = train_step(model, batch, state.optimizer, state.scaler, state.precision,
+                                                   cfg.train.clip_grad, accumulation, step)
         if step:
             state.scheduler.step_update(epoch * num_steps + idx)
         norm = grad_norm if grad_norm is not None else torch.full((), float("nan"), device=state.device)

@@ -20,7 +20,7 @@ from training.precision import resolve_precision
 from training.reporting import Reporter
 from training.rng import set_random_seed
 from training.state import History, RunState
-from training.step import NonFiniteGuard
+from training.step import NonFiniteGuard, compile_forward
 from utils.checkpoint import auto_resume_helper, load_checkpoint, remove_partial_saves
 from utils.cli import make_output_dir
 from utils.distributed import get_rank, get_world_size, init_distributed
@@ -103,6 +103,8 @@ def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> 
     if world_size > 1 and device.type == "cuda":  # the reference's SyncBatchNorm projectors (CUDA only)
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     logger.info(f"model: {sum(p.numel() for p in model.parameters()):,} parameters")
+    if cfg.train.compile:
+        compile_forward(model, cfg.train.text_length_multiple)
     optimizer = build_optimizer(cfg.train, model)
     precision = resolve_precision(cfg.train, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
@@ -127,6 +129,12 @@ def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> 
         state.start_epoch, state.history.best = resume_training(resume, model, optimizer, scheduler, scaler, logger)
         guard.last_checkpoint = resume
     train_loader.set_first_epoch(state.start_epoch)
+    if cfg.train.cuda_graph:
+        if world_size > 1 or cfg.train.accumulation_steps > 1:
+            raise UserError("train.cuda_graph runs one process without gradient accumulation")
+        from training.graphs import GraphedStep
+
+        state.graphed_step = GraphedStep(model, optimizer, scaler, precision, cfg.train.clip_grad)
     return state
 
 

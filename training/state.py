@@ -48,5 +48,6 @@ class RunState:
     val_loader: Iterable | None
     run_seg: bool  # zero-shot segmentation after the epochs that evaluate (off once it was skipped)
     reporter: Reporter | None = None
+    graphed_step: Any = None  # training.graphs.GraphedStep with train.cuda_graph
     start_epoch: int = 0
     history: History = field(default_factory=History)

@@ -83,6 +83,17 @@ def train_step(model: nn.Module, batch: Mapping[str, Any], optimizer: torch.opti
     return losses, grad_norm, finite_step
 
 
+def compile_forward(model: nn.Module, length_multiple: int, backend: str = "inductor") -> None:
+    """``train.compile``: the model's forward (``forward_train`` in training) compiled in place with
+    ``fullgraph=True`` (the text lengths come from the host, so nothing breaks the graph) and ``dynamic=False``: one
+    graph per (caption, prompt) length bucket of ``length_multiple``, and dynamo may keep them all."""
+    import torch._dynamo
+
+    buckets = (-(-77 // length_multiple) + 1) ** 2
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, buckets)
+    model.compile(fullgraph=True, dynamic=False, backend=backend)
+
+
 def skip_unless(optimizer: torch.optim.Optimizer, take: torch.Tensor) -> None:
     """``optimizer.step()`` when the 0-dim bool ``take`` is true: decided on the device for an optimizer that takes
     a ``found_inf`` flag (fused AdamW: weights, moments and step counts unchanged otherwise), else on the host."""
