@@ -2,8 +2,9 @@
 
 - ``groupvit`` (the default): the dataset config as it is, i.e. the reference's settings (short side 448, sliding
   448x448 windows with stride 224) and the ``evaluate.seg.template`` prompts ('simple': "a photo of a {}.").
-- ``sclip``: the protocol of SCLIP (Wang et al., ECCV 2024) that ClearCLIP, NACLIP and ProxyCLIP reuse: short side
-  336 (448 for COCO-Stuff and 560 for Cityscapes, as in SCLIP's configs), sliding 224x224 windows with stride 112,
+- ``sclip``: the protocol of SCLIP's repository (Wang et al., ECCV 2024; methods built on its evaluation code, e.g.
+  ClearCLIP and NACLIP, keep it): short side 336 (448 for COCO-Stuff and 560 for Cityscapes, as in SCLIP's dataset
+  configs), sliding 224x224 windows with stride 112,
   the 80 CLIP ImageNet templates ('full'). The segmentor itself (GroupViT's group-to-class rule and background
   threshold) is the same under both.
 
