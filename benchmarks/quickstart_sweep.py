@@ -59,9 +59,7 @@ from utils.lr_scheduler import build_scheduler  # noqa: E402
 from utils.optimizer import build_optimizer  # noqa: E402
 
 SEG_CFG = ROOT / "segmentation/configs/_base_/datasets/synthetic.py"
-ONE_STAGE = ("model.img_encoder.depths=[2,1]", "model.img_encoder.num_group_tokens=[16,0]",
-             "model.img_encoder.num_output_groups=[16]", "model.img_encoder.embed_factors=[1,1]",
-             "model.img_encoder.num_heads=[4,4]")
+
 
 
 @dataclass(frozen=True)
@@ -70,19 +68,25 @@ class Variant:
     opts: tuple[str, ...] = ()
 
 
-BIG = dict(num_objects=(1, 3), scale=(0.35, 0.6))
-UNTIED = dict(colour_tied_to_class=False)
+# Every variant states its layout, init and learning rate, so that it does not depend on configs/quickstart.yml.
+ONE_STAGE = ("model.img_encoder.depths=[2,1]", "model.img_encoder.num_group_tokens=[16,0]",
+             "model.img_encoder.num_output_groups=[16]", "model.img_encoder.embed_factors=[1,1]",
+             "model.img_encoder.num_heads=[4,4]")
+TWO_STAGE = ("model.img_encoder.depths=[2,2,1]", "model.img_encoder.num_group_tokens=[16,8,0]",
+             "model.img_encoder.num_output_groups=[16,8]", "model.img_encoder.embed_factors=[1,1,1]",
+             "model.img_encoder.num_heads=[4,4,4]")
+REF_INIT, INIT = ("model.img_encoder.assign_init_scale=[1.0,1.0]",), ("model.img_encoder.assign_init_scale=[6.0,4.0]",)
+LR, LR_X2 = ("train.base_lr=1.6e-2",), ("train.base_lr=3.2e-2",)
+V1, V2 = WORLDS["v1"], WORLDS["v2"]
 VARIANTS: dict[str, Variant] = {
-    "v1_2stage": Variant(WORLDS["v1"]),  # the old quickstart
-    "v1_1stage": Variant(WORLDS["v1"], ONE_STAGE),
-    "big_1stage": Variant(replace(WORLDS["v1"], **BIG), ONE_STAGE),
-    "big96_1stage": Variant(replace(WORLDS["v1"], image_size=96, **BIG), ONE_STAGE),
-    "big80_1stage_init": Variant(replace(WORLDS["v1"], image_size=80, **BIG),
-                                 (*ONE_STAGE, "model.img_encoder.assign_init_scale=[6,4]")),
-    "big_untied_1stage": Variant(replace(WORLDS["v1"], **BIG, **UNTIED), ONE_STAGE),
-    "big_1stage_init": Variant(replace(WORLDS["v1"], **BIG), (*ONE_STAGE, "model.img_encoder.assign_init_scale=[6,4]")),
-    "big_untied_1stage_init": Variant(replace(WORLDS["v1"], **BIG, **UNTIED),
-                                      (*ONE_STAGE, "model.img_encoder.assign_init_scale=[6,4]")),
+    "v1_2stage": Variant(V1, (*TWO_STAGE, *REF_INIT, *LR)),  # the old quickstart
+    "chosen": Variant(V2, (*ONE_STAGE, *INIT, *LR_X2)),  # configs/quickstart.yml
+    "chosen_no_init": Variant(V2, (*ONE_STAGE, *REF_INIT, *LR_X2)),
+    "chosen_lr_x1": Variant(V2, (*ONE_STAGE, *INIT, *LR)),
+    "chosen_2stage": Variant(V2, (*TWO_STAGE, *INIT, *LR_X2)),
+    "chosen_v1_world": Variant(V1, (*ONE_STAGE, *INIT, *LR_X2)),
+    "chosen_80px": Variant(replace(V2, image_size=80), (*ONE_STAGE, *INIT, *LR_X2)),
+    "chosen_untied": Variant(replace(V2, colour_tied_to_class=False), (*ONE_STAGE, *INIT, *LR_X2)),
 }
 
 

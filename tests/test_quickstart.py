@@ -88,6 +88,11 @@ def test_every_artefact_exists(run):
     for key in ("curves", "checkpoint", "results", "predictions"):
         assert paths[key] in printed
     assert "mIoU trained" in printed and "mIoU untrained" in printed and "mIoU chance" in printed
+    assert "patch-grid bound" in printed and "label_agreement" in printed
+    for report in (results["grouping"], results["grouping_untrained"]):  # segmentation/evaluation/diagnostics.py
+        assert 1 <= report["groups"] <= 16 and 0 <= report["label_agreement"] <= 100
+        assert 0 <= report["oracle_soft"] <= 100 and 0 <= report["oracle_hard"] <= 100
+    assert 0 < results["bound"] <= 100 and results["bound"] == results["grouping"]["bound"]
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from segmentation.evaluation.diagnostics import hard_chain, majority_labels
@@ -18,12 +19,12 @@ finally:
 
 
 def test_sweep_runs_and_reports(tmp_path):
-    results = quickstart_sweep.main(["--variants", "v1_1stage", "--train-samples", "16", "--epochs", "2",
+    results = quickstart_sweep.main(["--variants", "chosen", "--train-samples", "16", "--epochs", "2",
                                      "--eval-epochs", "1", "--seg-images", "4", "--cls-images", "4",
                                      "--batch-size", "8", "--workers", "1", "--threads", "2",
                                      "--out-dir", str(tmp_path)])
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert [r["name"] for r in saved] == ["v1_1stage"] == [r["name"] for r in results]
+    assert [r["name"] for r in saved] == ["chosen"] == [r["name"] for r in results]
     (r,) = saved
     assert r["steps"] == 4 and [h["step"] for h in r["history"]] == [0, 2, 4]
     assert 0 < r["bound"] <= 100
@@ -31,7 +32,7 @@ def test_sweep_runs_and_reports(tmp_path):
         assert 0 <= h["mIoU"] <= 100 and 0 <= h["oracle_soft"] <= 100 and 0 <= h["oracle_hard"] <= 100
         assert 1 <= h["groups"] <= 16 and 1 / 16 <= h["s0_max"] <= 1 and 0 <= h["label_agreement"] <= 100
     assert 0 <= r["history"][-1]["mIoU_seed2"] <= 100
-    assert "| v1_1stage |" in (tmp_path / "results.md").read_text()
+    assert "| chosen |" in (tmp_path / "results.md").read_text()
 
 
 def test_oracle_takes_each_groups_majority_class():
@@ -48,3 +49,17 @@ def test_hard_chain_follows_both_stages():
     stage1 = torch.tensor([[1, 0, 1]])
     as_map = lambda index, groups: {"hard": torch.nn.functional.one_hot(index, groups).transpose(1, 2)[:, None]}  # noqa: E731
     assert hard_chain([as_map(stage0, 3), as_map(stage1, 2), None]).tolist() == [[1, 1, 0, 1]]
+
+
+@pytest.mark.slow
+def test_segmentation_emerges_in_a_reduced_quickstart(tmp_path):
+    """The quickstart design (world v2, one grouping stage, assignment init scale, 2x lr), 93 steps of 128 pairs:
+    zero-shot segmentation must rise far above all-background (8.6) and the untrained model (8.6). Measured when
+    written: mIoU 21.1 (second world seed 21.8), label agreement 40 %, top-1 85 %."""
+    (r,) = quickstart_sweep.main(["--variants", "chosen", "--train-samples", "4000", "--epochs", "3",
+                                  "--batch-size", "128", "--seg-images", "100", "--cls-images", "100",
+                                  "--workers", "2", "--threads", "2", "--out-dir", str(tmp_path)])
+    start, end = r["history"][0], r["history"][-1]
+    assert start["mIoU"] < 10 and end["mIoU"] >= 15 and end["mIoU"] >= start["mIoU"] + 8
+    assert end["mIoU_seed2"] >= 15
+    assert end["label_agreement"] >= 25 and end["oracle_hard"] >= 50 and end["top1"] >= 60

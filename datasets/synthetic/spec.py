@@ -1,7 +1,7 @@
 """What a synthetic world is: one frozen ``WorldSpec`` (image size, objects, classes, colours, caption grammar).
 
 Variants of the world are spec values (``dataclasses.replace``), never patched functions. ``WORLDS`` names the
-ones the project uses; the default ``WorldSpec()`` is the world the quickstart trains on.
+ones the project uses; ``WORLDS[DEFAULT_WORLD]`` is the world the quickstart trains on.
 """
 
 from __future__ import annotations
@@ -84,9 +84,10 @@ class WorldSpec:
 
 # The worlds the project uses, by name (tools/make_synthetic_data.py --world, tools/quickstart.py --world).
 WORLDS: dict[str, WorldSpec] = {
-    "v1": WorldSpec(),  # the first quickstart world: 64 px, 2-4 objects, colour tied to class
+    "v1": WorldSpec(),  # the first quickstart world: 64 px, 2-4 objects at 0.25-0.5, colour tied to class
+    "v2": WorldSpec(num_objects=(1, 3), scale=(0.35, 0.6)),  # the quickstart's: fewer, larger objects
 }
-DEFAULT_WORLD = "v1"
+DEFAULT_WORLD = "v2"
 
 
 def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
