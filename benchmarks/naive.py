@@ -31,9 +31,9 @@ from mmseg.models.segmentors.base import BaseSegmentor
 from torch import Tensor
 
 import models.transformer
+from models.layers import explicit_attention
 from models.multi_label_contrastive import MultiLabelContrastive, ProjectMLP
 from models.outputs import pack_outputs
-from models.transformer import explicit_attention
 from segmentation.evaluation.group_vit_seg import TOP_K, GroupViTSegInference, chained_attn_maps
 
 

@@ -5,134 +5,16 @@ Shapes below use the released configuration: C = 384 channels, 6 heads, 196 patc
 reference checkpoints exactly (``img_encoder.layers.{i}.blocks.{j}.attn.qkv.weight`` and so on).
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import Mlp, resample_abs_pos_embed, trunc_normal_
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from utils.errors import UserError
 
+from .layers import AttnBlock, CrossAttnBlock, MixerMlp, PatchEmbed, straight_through_one_hot
 from .outputs import pack_outputs
-from .transformer import attention
-
-
-class Mlp(nn.Module):
-    """Linear -> GELU -> Dropout -> Linear -> Dropout on the last axis."""
-
-    def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None, drop: float = 0.0):
-        super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden_features)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_features, out_features or in_features)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-class MixerMlp(Mlp):
-    """An Mlp over the token axis: [B, S_in, C] -> [B, S_out, C]."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
-
-
-def straight_through_one_hot(y_soft: torch.Tensor, dim: int) -> torch.Tensor:
-    """One-hot of the argmax of probabilities ``y_soft`` along ``dim``, with the gradient of ``y_soft``."""
-    index = y_soft.argmax(dim, keepdim=True)
-    y_hard = torch.zeros_like(y_soft).scatter_(dim, index, 1.0)
-    # Computed as one_hot - soft + soft, like the reference, so values match bit for bit.
-    return y_hard - y_soft.detach() + y_soft
-
-
-def gumbel_softmax(logits: torch.Tensor, dim: int, tau: float = 1.0, hard: bool = True) -> torch.Tensor:
-    """Softmax of (logits + Gumbel(0, 1) noise) / tau, optionally made hard (straight-through)."""
-    gumbels = -torch.empty_like(logits).exponential_().log()
-    y_soft = ((logits + gumbels) / tau).softmax(dim)
-    return straight_through_one_hot(y_soft, dim) if hard else y_soft
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention with one fused ``qkv`` projection (rows laid out q | k | v)."""
-
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_scale: float | None = None,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0):
-        super().__init__()
-        self.num_heads = num_heads
-        self.scale = qk_scale or (dim // num_heads) ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each [B, heads, N, C/heads]
-        x = attention(q, k, v, self.scale, self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
-
-
-class CrossAttention(nn.Module):
-    """Multi-head attention of queries over separate keys/values (``q_proj``/``k_proj``/``v_proj``)."""
-
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_scale: float | None = None,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0):
-        super().__init__()
-        self.num_heads = num_heads
-        self.scale = qk_scale or (dim // num_heads) ** -0.5
-        self.q_proj = nn.Linear(dim, dim, bias=qkv_bias)
-        self.k_proj = nn.Linear(dim, dim, bias=qkv_bias)
-        self.v_proj = nn.Linear(dim, dim, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def forward(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-        B, N, C = query.shape
-        S, h = key.shape[1], self.num_heads
-        q = self.q_proj(query).reshape(B, N, h, C // h).transpose(1, 2)  # [B, h, N, C/h]
-        k = self.k_proj(key).reshape(B, S, h, C // h).transpose(1, 2)  # [B, h, S, C/h]
-        v = self.v_proj(key).reshape(B, S, h, C // h).transpose(1, 2)
-        x = attention(q, k, v, self.scale, self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
-
-
-class AttnBlock(nn.Module):
-    """Pre-norm ViT block: x + DropPath(Attn(LN(x))), then x + DropPath(Mlp(LN(x)))."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 qk_scale: float | None = None, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, num_heads, qkv_bias, qk_scale, attn_drop, drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-class CrossAttnBlock(nn.Module):
-    """Post-norm cross-attention block used before assignment: LN(q + Attn(q, k) + Mlp(LN(.)))."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 qk_scale: float | None = None, drop: float = 0.0, attn_drop: float = 0.0):
-        super().__init__()
-        self.norm_post = nn.LayerNorm(dim)
-        self.attn = CrossAttention(dim, num_heads, qkv_bias, qk_scale, attn_drop, drop)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-
-    def forward(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-        x = query + self.attn(query, key)
-        x = x + self.mlp(self.norm2(x))
-        return self.norm_post(x)
 
 
 class AssignAttention(nn.Module):
@@ -166,8 +48,8 @@ class AssignAttention(nn.Module):
         noisy = self.gumbel and self.training
         # plain softmax over the group axis: the assignment without noise, and the 'soft' map (computed once)
         soft = logits.softmax(dim=-2) if return_attn or not noisy else None
-        if noisy:
-            attn = gumbel_softmax(logits, dim=-2, tau=self.gumbel_tau, hard=self.hard)
+        if noisy:  # softmax((logits + Gumbel(0, 1) noise) / tau), straight-through one-hot with hard
+            attn = F.gumbel_softmax(logits, tau=self.gumbel_tau, hard=self.hard, dim=-2)
         else:
             attn = straight_through_one_hot(soft, dim=-2) if self.hard else soft
         attn_dict = {"hard": attn, "soft": soft} if return_attn else None
@@ -185,13 +67,13 @@ class GroupingBlock(nn.Module):
         super().__init__()
         tokens_dim, channels_dim = int(mlp_ratio[0] * dim), int(mlp_ratio[1] * dim)
         self.norm_tokens = nn.LayerNorm(dim)
-        self.mlp_inter = Mlp(num_group_token, tokens_dim, num_output_group)
+        self.mlp_inter = Mlp(in_features=num_group_token, hidden_features=tokens_dim, out_features=num_output_group)
         self.norm_post_tokens = nn.LayerNorm(dim)
         self.norm_x = nn.LayerNorm(dim)
-        self.pre_assign_attn = CrossAttnBlock(dim, num_heads, mlp_ratio=4.0, qkv_bias=True)
-        self.assign = AssignAttention(dim, qkv_bias=True, hard=hard, gumbel=gumbel)
+        self.pre_assign_attn = CrossAttnBlock(dim=dim, num_heads=num_heads, mlp_ratio=4.0, qkv_bias=True)
+        self.assign = AssignAttention(dim=dim, qkv_bias=True, hard=hard, gumbel=gumbel)
         self.norm_new_x = nn.LayerNorm(dim)
-        self.mlp_channels = Mlp(dim, channels_dim, dim)
+        self.mlp_channels = Mlp(in_features=dim, hidden_features=channels_dim, out_features=dim)
 
     def forward(self, x: torch.Tensor, group_tokens: torch.Tensor, return_attn: bool = False):
         # x: image tokens [B, L, C]; group_tokens: [B, S1, C]
@@ -222,7 +104,8 @@ class GroupingLayer(nn.Module):
                 trunc_normal_(self.group_token, std=0.02)
         drop_path = drop_path or [0.0] * depth
         self.blocks = nn.ModuleList(
-            AttnBlock(dim, num_heads, mlp_ratio, qkv_bias, qk_scale, drop, attn_drop, drop_path[i])
+            AttnBlock(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                      drop=drop, attn_drop=attn_drop, drop_path=drop_path[i])
             for i in range(depth))
         self.downsample = downsample
         self.group_projector = group_projector
@@ -250,34 +133,6 @@ class GroupingLayer(nn.Module):
         return x, group_token, attn_dict
 
 
-class PatchEmbed(nn.Module):
-    """Conv patchify + LayerNorm: [B, 3, H, W] -> [B, (H//p)*(W//p), C] and the token grid (h, w)."""
-
-    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 384,
-                 patch_norm: bool = True):
-        super().__init__()
-        self.img_size, self.patch_size = img_size, patch_size
-        self.num_patches = (img_size // patch_size) ** 2
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dim) if patch_norm else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        x = self.proj(x)  # [B, C, h, w]
-        hw_shape = (x.shape[2], x.shape[3])
-        return self.norm(x.flatten(2).transpose(1, 2)), hw_shape
-
-
-def interpolate_pos_encoding(pos_embed: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Bicubic-resize a square [1, N, C] position embedding to an h x w token grid."""
-    n, dim = pos_embed.shape[1], pos_embed.shape[2]
-    if h * w == n and h == w:
-        return pos_embed
-    side = int(math.sqrt(n))
-    grid = pos_embed.reshape(1, side, side, dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
-    return grid.permute(0, 2, 3, 1).reshape(1, h * w, dim)
-
-
 class GroupViT(nn.Module):
     """The hierarchical grouping vision transformer (image encoder of GroupViT)."""
 
@@ -285,14 +140,15 @@ class GroupViT(nn.Module):
                  embed_dim: int = 384, embed_factors: tuple[int, ...] = (1, 1, 1),
                  depths: tuple[int, ...] = (6, 3, 3), num_heads: tuple[int, ...] = (6, 6, 6),
                  num_group_tokens: tuple[int, ...] = (64, 8, 0), num_output_groups: tuple[int, ...] = (64, 8),
-                 hard_assignment: bool = True, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 qk_scale: float | None = None, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.1, patch_norm: bool = True, use_checkpoint: bool = False,
-                 pos_embed_type: str = "simple", freeze_patch_embed: bool = False,
+                 hard_assignment: bool = True, gumbel: bool | None = None, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True, qk_scale: float | None = None, drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1, patch_norm: bool = True,
+                 use_checkpoint: bool = False, pos_embed_type: str = "simple", freeze_patch_embed: bool = False,
                  assign_init_scale: tuple[float, float] = (1.0, 1.0)):
-        """``assign_init_scale`` (ours, not the reference's; (1, 1) = the reference): factors on the starting
-        weights of every assignment, (query/key, value/output projection). The reference's init makes the
-        assignment logits tiny (soft maps near uniform) and the assigned content a few % of each group token;
+        """``gumbel`` (ours; default: ``hard_assignment``, as the reference ties them): Gumbel noise on the
+        training assignment. ``assign_init_scale`` (ours, not the reference's; (1, 1) = the reference): factors on
+        the starting weights of every assignment, (query/key, value/output projection). The reference's init makes
+        the assignment logits tiny (soft maps near uniform) and the assigned content a few % of each group token;
         larger factors start training with sharper, content-carrying groups. Only the initialisation changes."""
         super().__init__()
         num_layers = len(depths)
@@ -307,7 +163,8 @@ class GroupViT(nn.Module):
         dim = int(embed_dim * embed_factors[0])
         self.width = self.num_features = dim
 
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, patch_norm)
+        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
+                                      patch_norm=patch_norm)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
         n_blocks = sum(depths)  # stochastic depth rises linearly from 0 over all blocks
@@ -317,16 +174,20 @@ class GroupViT(nn.Module):
         for i in range(num_layers):
             downsample = None
             if num_group_tokens[i] > 0:
-                downsample = GroupingBlock(dim, num_heads[i], num_group_tokens[i], num_output_groups[i],
-                                           hard=hard_assignment, gumbel=hard_assignment)
+                downsample = GroupingBlock(dim=dim, num_heads=num_heads[i], num_group_token=num_group_tokens[i],
+                                           num_output_group=num_output_groups[i], hard=hard_assignment,
+                                           gumbel=hard_assignment if gumbel is None else gumbel)
             group_projector = None
             if i > 0 and num_group_tokens[i] > 0:
                 group_projector = nn.Sequential(
-                    nn.LayerNorm(dim), MixerMlp(num_group_tokens[i - 1], dim // 2, num_group_tokens[i]))
+                    nn.LayerNorm(dim), MixerMlp(in_features=num_group_tokens[i - 1], hidden_features=dim // 2,
+                                                out_features=num_group_tokens[i]))
             self.layers.append(GroupingLayer(
-                dim, depths[i], num_heads[i], num_group_tokens[i], mlp_ratio, qkv_bias, qk_scale, drop_rate,
-                attn_drop_rate, dpr[sum(depths[:i]):sum(depths[: i + 1])], downsample, group_projector,
-                zero_init_group_token=group_projector is not None, use_checkpoint=use_checkpoint))
+                dim=dim, depth=depths[i], num_heads=num_heads[i], num_group_token=num_group_tokens[i],
+                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate,
+                drop_path=dpr[sum(depths[:i]):sum(depths[: i + 1])], downsample=downsample,
+                group_projector=group_projector, zero_init_group_token=group_projector is not None,
+                use_checkpoint=use_checkpoint))
 
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
@@ -356,8 +217,12 @@ class GroupViT(nn.Module):
     def forward_features(self, x: torch.Tensor, return_attn: bool = False):
         """[B, 3, H, W] -> final tokens [B, 8, C], last group tokens, and one attn dict per stage."""
         x, (h, w) = self.patch_embed(x)  # [B, h*w, C]
-        pos_embed = self.pos_embed if self.training and h * w == self.pos_embed.shape[1] else \
-            interpolate_pos_encoding(self.pos_embed, h, w)
+        pos_embed = self.pos_embed
+        if not (self.training and h * w == pos_embed.shape[1]):
+            # bicubic resize of the square grid to h x w (unchanged when it is one); the reference has no class
+            # token and no antialiasing
+            pos_embed = resample_abs_pos_embed(pos_embed, new_size=[h, w], num_prefix_tokens=0,
+                                               interpolation="bicubic", antialias=False)
         x = self.pos_drop(x + pos_embed)
         group_token, attn_dicts = None, []
         for layer in self.layers:

@@ -1,9 +1,9 @@
 """Generic layers the two towers share or take from the ViT family (nothing here is specific to grouping).
 
 ``attention`` is the one attention primitive (both towers call it); ``Attention`` / ``CrossAttention`` /
-``AttnBlock`` / ``CrossAttnBlock`` are the image tower's blocks with the reference's parameter names
-(``qkv``, ``q_proj``/``k_proj``/``v_proj``, ``proj``, ``norm1``, ``mlp.fc1``, ...). The MLP is timm's ``Mlp``
-(same ``fc1``/``fc2`` keys and values as the reference's).
+``AttnBlock`` / ``CrossAttnBlock`` / ``PatchEmbed`` are the image tower's blocks with the reference's parameter
+names (``qkv``, ``q_proj``/``k_proj``/``v_proj``, ``proj``, ``norm1``, ``mlp.fc1``, ...). The MLP is timm's
+``Mlp`` (same ``fc1``/``fc2`` keys and values as the reference's).
 
 Shapes: B batch, N query tokens, S key tokens, C channels, h heads.
 """
@@ -136,3 +136,25 @@ class CrossAttnBlock(nn.Module):
         x = query + self.attn(query, key)
         x = x + self.mlp(self.norm2(x))
         return self.norm_post(x)
+
+
+class PatchEmbed(nn.Module):
+    """Conv patchify + LayerNorm: [B, 3, H, W] -> [B, (H//p)*(W//p), C] and the token grid (h, w).
+
+    Not timm's ``PatchEmbed``: that one refuses (or pads) an image whose sides are not multiples of the patch
+    size, while the reference, and segmentation at the image's own size (``test_cfg.mode=whole``), drop the
+    remainder as the convolution does. The parameter names (``proj``, ``norm``) are timm's too.
+    """
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 384,
+                 patch_norm: bool = True):
+        super().__init__()
+        self.img_size, self.patch_size = img_size, patch_size
+        self.num_patches = (img_size // patch_size) ** 2
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim) if patch_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = self.proj(x)  # [B, C, h, w]
+        hw_shape = (x.shape[2], x.shape[3])
+        return self.norm(x.flatten(2).transpose(1, 2)), hw_shape

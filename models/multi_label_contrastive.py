@@ -46,11 +46,6 @@ def pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x, conv.weight.squeeze(-1), conv.bias)
 
 
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of sum(-target * log_softmax(logits)) (timm's SoftTargetCrossEntropy)."""
-    return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
-
-
 class MultiLabelContrastive(nn.Module):
     """Image-text contrastive model; with ``multi_label > 0`` also the multi-label (noun prompt) loss."""
 
@@ -67,8 +62,8 @@ class MultiLabelContrastive(nn.Module):
         if self.with_multi_label and not share_temperature:
             self.multi_label_logit_scale = nn.Parameter(torch.tensor(math.log(1 / contrast_temperature)))
         if proj_num_layers > 0:
-            self.img_projector = ProjectMLP(img_encoder.width, num_layers=proj_num_layers, out_dim=output_dim)
-            self.text_projector = ProjectMLP(text_encoder.width, num_layers=proj_num_layers, out_dim=output_dim)
+            self.img_projector = ProjectMLP(in_dim=img_encoder.width, num_layers=proj_num_layers, out_dim=output_dim)
+            self.text_projector = ProjectMLP(in_dim=text_encoder.width, num_layers=proj_num_layers, out_dim=output_dim)
         else:
             self.img_projector, self.text_projector = nn.Identity(), nn.Identity()
 
@@ -155,7 +150,8 @@ class MultiLabelContrastive(nn.Module):
         target_img[:, rank * B * M:(rank + 1) * B * M] = eye.repeat_interleave(M, dim=1) / M
         target_text = image_x.new_zeros(B * M, world * B)
         target_text[:, rank * B:(rank + 1) * B] = eye.repeat_interleave(M, dim=0)
-        return 0.5 * (soft_cross_entropy(logits_per_img, target_img) + soft_cross_entropy(logits_per_text, target_text))
+        # probability targets: the mean over rows of sum(-target * log_softmax(logits))
+        return 0.5 * (F.cross_entropy(logits_per_img, target_img) + F.cross_entropy(logits_per_text, target_text))
 
     def forward_train(self, image: torch.Tensor, text: torch.Tensor,
                       text_lengths: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:

@@ -5,37 +5,12 @@ Shapes use the released configuration: width D = 256, 4 heads, 77 tokens, 12 lay
 
 import torch
 import torch.nn.functional as F
+from timm.layers import QuickGELU
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .layers import attention
 from .outputs import pack_outputs
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None, dropout_p: float = 0.0,
-              is_causal: bool = False) -> torch.Tensor:
-    """softmax(q k^T * scale, causal mask optional) v for [B, heads, L, d] queries and [B, heads, S, d] keys/values.
-
-    ``F.scaled_dot_product_attention`` (fused kernels that never hold the L x S weights), except when autograd records
-    bfloat16/float16 attention on the CPU: there the fused kernels' backward is several times slower than the plain
-    matmul + softmax (forward-only and float32 are faster fused).
-    """
-    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and q.requires_grad \
-            and torch.is_grad_enabled():
-        return explicit_attention(q, k, v, scale, dropout_p, is_causal)
-    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=is_causal, scale=scale)
-
-
-def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None,
-                       dropout_p: float = 0.0, is_causal: bool = False) -> torch.Tensor:
-    """:func:`attention` computed as written: the [B, heads, L, S] weights are materialised."""
-    weights = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5 if scale is None else scale)
-    if is_causal:
-        L, S = q.shape[-2], k.shape[-2]
-        weights = weights + torch.full((L, S), float("-inf"), dtype=weights.dtype, device=weights.device).triu(1)
-    weights = weights.softmax(dim=-1)
-    if dropout_p > 0.0:
-        weights = F.dropout(weights, dropout_p)
-    return weights @ v
 
 
 def used_length(eot: torch.Tensor, length: int, multiple: int = 8) -> int:
@@ -63,13 +38,6 @@ def text_lengths(text: torch.Tensor, multiple: int = 8) -> tuple[int, int]:
     prompts = eot[:, 1:]
     return (used_length(eot[:, 0], text.shape[-1], multiple),
             used_length(prompts, text.shape[-1], multiple) if prompts.numel() else 0)
-
-
-class QuickGELU(nn.Module):
-    """CLIP's GELU approximation: x * sigmoid(1.702 x)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
 
 
 class CausalSelfAttention(nn.Module):
@@ -104,7 +72,7 @@ class ResidualAttentionBlock(nn.Module):
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential()
         self.mlp.add_module("c_fc", nn.Linear(width, hidden))
-        self.mlp.add_module("gelu", QuickGELU())
+        self.mlp.add_module("gelu", QuickGELU())  # x * sigmoid(1.702 x), as CLIP
         self.mlp.add_module("c_proj", nn.Linear(hidden, width))
         self.ln_2 = nn.LayerNorm(width)
 
@@ -136,7 +104,8 @@ class TextTransformer(nn.Module):
         super().__init__()
         self.context_length, self.width = context_length, width
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
-        self.transformer = Transformer(width, layers, width // 64, mlp_ratio, use_checkpoint=with_gc)
+        self.transformer = Transformer(width=width, layers=layers, heads=width // 64, mlp_ratio=mlp_ratio,
+                                       use_checkpoint=with_gc)
         self.ln_final = nn.LayerNorm(width)
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.initialize_parameters()

@@ -18,8 +18,9 @@ from mmseg.models.segmentors.base import BaseSegmentor
 from mmseg.structures import SegDataSample
 
 from benchmarks.naive import ReferenceSegInference, reference_faithful, reference_project
+from models.layers import attention, explicit_attention
 from models.multi_label_contrastive import ProjectMLP
-from models.transformer import attention, explicit_attention, used_length
+from models.transformer import used_length
 from segmentation.evaluation import build_segmentor, load_seg_config
 from segmentation.evaluation.group_vit_seg import slide_windows
 

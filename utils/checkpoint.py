@@ -65,7 +65,13 @@ def _allowed_names() -> set[str]:
 
 
 def _pickled_globals(stream: IO[bytes]) -> Iterator[str]:
-    """Yield the 'module.name' of every global a pickle stream refers to. Reads opcodes only, runs nothing."""
+    """Yield the 'module.name' of every global a pickle stream refers to. Reads opcodes only, runs nothing.
+
+    Only for naming the culprit in the error (the weights-only unpickler is what refuses the file). Not
+    ``torch.serialization.get_unsafe_globals_in_checkpoint``: it reads torch.save zip archives only, so a raw
+    pickle or a legacy (non-zip) torch.save file would be refused without a name, and torch's own error names
+    ``torch.storage._load_from_bytes`` for a protocol-2 pickle (torch 2.14).
+    """
     recent: list[str | None] = []  # what each opcode pushed, when it was a string (enough for STACK_GLOBAL)
     memo: dict[int, str | None] = {}
     while True:  # legacy (non-zip) files hold several pickles in a row, followed by raw storage bytes
