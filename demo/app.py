@@ -19,7 +19,6 @@ import logging
 import os
 import sys
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +36,11 @@ from omegaconf import DictConfig  # noqa: E402
 
 from datasets.image_check import MAX_PIXELS, check_image  # noqa: E402
 from models import build_model  # noqa: E402
-from segmentation.datasets import VOCABULARY_PRESETS, preset_vocabulary, resolve_vocabulary  # noqa: E402
-from segmentation.evaluation import GroupViTSegInference, build_segmentor  # noqa: E402
+from segmentation.datasets import preset_vocabulary  # noqa: E402
 from segmentation.image_files import decode_image  # noqa: E402
 from segmentation.inference import ImageSegmentation, segment_array  # noqa: E402
 from segmentation.model_loading import DEFAULT_CFG, experiment_config, load_eval_model  # noqa: E402
+from segmentation.segmentor_cache import SegmentorCache  # noqa: E402
 from utils.cli import add_debug_flag, pick_device, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
@@ -53,7 +52,7 @@ EXAMPLES = [ROOT / "demo" / "examples" / name for name in ("coffee.jpg", "astron
 RANDOM_WEIGHTS_CFG = ROOT / "configs" / "group_vit_gcc_yfcc_30e.yml"  # the model built without --resume
 MAX_SIDE = 4096  # a longer side is downscaled to this
 MAX_UPLOAD = "50mb"  # Gradio refuses bigger uploads in the page
-SEGMENTOR_CACHE = 4  # vocabularies whose text embeddings are kept
+SEGMENTOR_CACHE = 4  # (vocabulary, threshold) requests whose segmentors are kept
 RANDOM_WARNING = ("**Warning: no checkpoint was given (`--resume`), so the weights are random and the "
                   "segmentations mean nothing.** Restart with `--resume CHECKPOINT`.")
 
@@ -118,31 +117,20 @@ def load_upload(path: str | Path | None) -> tuple[np.ndarray, str]:
 
 
 class Segmenter:
-    """The model, loaded once, with the segmentors of the last few vocabularies; one image at a time."""
+    """The model, loaded once, and the segmentors of the last few requests (``SegmentorCache``); one image at a
+    time."""
 
     def __init__(self, model: torch.nn.Module, cfg: DictConfig, random_weights: bool = False):
-        self.model, self.cfg, self.random_weights = model, cfg, random_weights
-        self._segmentors: OrderedDict[tuple, GroupViTSegInference] = OrderedDict()
+        self.segmentors = SegmentorCache(model, seg_opts=cfg.evaluate.seg.opts, template=cfg.evaluate.seg.template,
+                                         size=SEGMENTOR_CACHE)
+        self.random_weights = random_weights
         self._lock = threading.Lock()
-
-    def _segmentor(self, dataset: str, meta: dict[str, list]) -> GroupViTSegInference:
-        key = (dataset, tuple(meta["classes"]))
-        if key not in self._segmentors:
-            self._segmentors[key] = build_segmentor(self.model, meta, VOCABULARY_PRESETS[dataset][0],
-                                                    opts=["test_cfg.mode=whole", *self.cfg.evaluate.seg.opts],
-                                                    template=self.cfg.evaluate.seg.template)
-            while len(self._segmentors) > SEGMENTOR_CACHE:
-                self._segmentors.popitem(last=False)
-        self._segmentors.move_to_end(key)
-        return self._segmentors[key]
 
     def segment(self, img: np.ndarray, vocabulary: str, bg_thresh: float | None,
                 modes: Sequence[str]) -> ImageSegmentation:
         """Segment a BGR image with the comma-separated ``vocabulary``; ``bg_thresh`` None: the config's."""
-        dataset, meta = resolve_vocabulary(vocabulary)
+        seg_model = self.segmentors.get(vocabulary, bg_thresh)
         with self._lock:
-            seg_model = self._segmentor(dataset, meta)
-            seg_model.bg_thresh = float(seg_model.test_cfg.bg_thresh) if bg_thresh is None else bg_thresh
             return segment_array(seg_model, img, modes)
 
 
