@@ -1,4 +1,5 @@
-"""Webdataset loaders and image/text transforms for pretraining and zero-shot ImageNet evaluation (spec 5.1-5.2).
+"""Webdataset loaders and image/text transforms for pretraining and zero-shot ImageNet evaluation (the reference's
+datasets/builder.py: ``build_loader``, ``build_img_transform``, ``build_text_transform``).
 
 Shards: each dataset named in ``data.dataset.train`` / ``.val`` has ``path`` and a brace-expanded ``prefix`` in
 ``data.dataset.meta``. Every configured local shard must exist (a missing one is a ``UserError``, not a silent

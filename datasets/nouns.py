@@ -1,4 +1,5 @@
-"""Offline noun extraction and the multi-label text augmentation of GroupViT (spec 5.4).
+"""Offline noun extraction and the multi-label text augmentation of GroupViT (the reference's
+``WordAugTokenizeWrapper`` in datasets/builder.py, with nltk's tagger).
 
 For the multi-label loss each caption becomes ``1 + M`` texts: the caption itself, then up to M prompts
 built by putting words of the caption (nouns, and verbs, as in the reference's tag set) into randomly

@@ -1,4 +1,5 @@
-"""Visualisations of a segmentation (spec 7.7), written as PNG files ``<out_dir>/<mode>/<name>[suffix].png``.
+"""Visualisations of a segmentation (the modes of the reference's ``GroupViTSegInference.show_result``), written
+as PNG files ``<out_dir>/<mode>/<name>[suffix].png``.
 
 Modes:
 - ``input``: the network input, de-normalised and resized back to the original size;

@@ -1,4 +1,5 @@
-"""Tests for utils/config.py and the shipped configs (spec section 2)."""
+"""Tests for utils/config.py and the shipped configs (the reference's config system: ``_base_`` inheritance,
+``get_config``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""convert_dataset/convert_coco_object.py on a generated COCO-Stuff-style tree (spec 9)."""
+"""convert_dataset/convert_coco_object.py on a generated COCO-Stuff-style tree
+(as the reference's converter of the same name does it)."""
 
 import os
 import subprocess

@@ -1,4 +1,4 @@
-"""The webdataset pipeline (spec 5.1-5.2) on shards the tests generate."""
+"""The webdataset pipeline (the reference's datasets/builder.py) on shards the tests generate."""
 
 from collections import Counter
 from pathlib import Path

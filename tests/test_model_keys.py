@@ -1,4 +1,4 @@
-"""The full-size configs build models whose state_dict equals the released checkpoints' (spec Appendix A)."""
+"""The full-size configs build models whose state_dict equals the released checkpoints' (key by key, with shapes)."""
 
 import pytest
 import torch
@@ -51,7 +51,7 @@ def _projector(prefix: str, in_dim: int) -> list[tuple[str, tuple]]:
 
 
 def appendix_a(multi_label: bool) -> list[tuple[str, tuple]]:
-    """The released checkpoints' state_dict, in order, as listed in the spec's Appendix A."""
+    """The released checkpoints' state_dict, in order, as the reference's classes instantiate them."""
     keys = [("logit_scale", ())] + ([("multi_label_logit_scale", ())] if multi_label else [])
     ie = "img_encoder"
     keys += [(f"{ie}.pos_embed", (1, 196, C)), (f"{ie}.patch_embed.proj.weight", (C, 3, 16, 16)),

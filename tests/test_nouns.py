@@ -1,4 +1,4 @@
-"""Offline noun extraction and the multi-label text wrapper (spec 5.4)."""
+"""Offline noun extraction and the multi-label text wrapper (the reference's ``WordAugTokenizeWrapper``)."""
 
 import socket
 

@@ -1,4 +1,5 @@
-"""Optimizer parameter groups (spec 6.6), the LR schedule (6.7), LR scaling (6.3) and precision choice."""
+"""Optimizer parameter groups (the reference's utils/optimizer.py), the LR schedule (its utils/lr_scheduler.py), LR
+scaling (its main_group_vit.py: linear in the total batch size over 4096) and precision choice."""
 
 import math
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""The pretraining engine (spec 6), one idea per module:
+"""The pretraining engine (the reference's main_group_vit.py, split by idea), one idea per module:
 
 - ``run``: ``train(cfg, ...)`` and ``evaluate(cfg, ...)``, the two verbs of ``main_group_vit.py``: build the run,
   then loop over epochs; ``train`` returns the run's ``History``.

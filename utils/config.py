@@ -188,7 +188,8 @@ def apply_opts(cfg: DictConfig, opts: Sequence[str] | None) -> DictConfig:
 
 
 def get_config(args: argparse.Namespace) -> DictConfig:
-    """Build the read-only run config from a script's parsed arguments (spec 2.2 order).
+    """Build the read-only run config from a script's parsed arguments, in the order of the reference's
+    utils/config.py ``get_config``.
 
     Arguments a script does not define are skipped, so every entry point can share this.
     Unlike the reference, `amp_opt_level` is applied only when given (the scripts default it to None).

@@ -1,4 +1,4 @@
-"""AdamW with the reference's two parameter groups (spec 6.6)."""
+"""AdamW with the reference's two parameter groups (the reference's utils/optimizer.py ``build_optimizer``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The GroupViT zero-shot segmentor, an mmseg 1.x ``EncoderDecoder`` whose ``encode_decode`` is spec 7.3.
+"""The GroupViT zero-shot segmentor, an mmseg 1.x ``EncoderDecoder`` whose ``encode_decode`` gives the labels of the
+reference's (``GroupViTSegInference.encode_decode`` in its segmentation/evaluation/group_vit_seg.py).
 
 Every pixel takes the final group it belongs to most (argmax of the chained soft assignments); each group
 gets class scores from its projected group token against the class text embeddings, restricted to the
