@@ -3,7 +3,7 @@
 The reported numbers must equal numbers recomputed here from what the run wrote: the mIoUs from the label-map
 PNGs and the ground-truth masks (a numpy confusion matrix), the chance mIoU from the masks, top-1/top-5 from the
 per-image predictions (whose targets must be the labels stored in the classification shards, and whose accuracy
-the project's own validate_cls must reproduce), and the curves from the TensorBoard events.
+the project's own evaluate_cls must reproduce), and the curves from the TensorBoard events.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def test_reported_numbers_are_recomputed(run):
     assert results["miou_chance"]["all_background"] == pytest.approx(miou(all_background)[0], abs=0.011)
     assert f"mIoU chance     {results['miou_chance']['all_background']:6.2f}" in printed
 
-    # classification: targets are the shards' labels; accuracy recomputed, and reproduced by validate_cls
+    # classification: targets are the shards' labels; accuracy recomputed, and reproduced by evaluate_cls
     cls = json.loads(Path(results["paths"]["cls_predictions"]).read_text())
     labels = []
     for shard in sorted((data / "cls").glob("synthetic-cls-*.tar")):
@@ -129,13 +129,13 @@ def test_reported_numbers_are_recomputed(run):
 
     from datasets.builder import build_val_loader
     from segmentation.model_loading import load_eval_model
-    from training.evaluate import validate_cls
+    from training.evaluate import evaluate_cls
     from training.precision import Precision
     from utils.config import load_config
 
     cfg = load_config(results["paths"]["config"])
     model, _ = load_eval_model(cfg, results["paths"]["checkpoint"], torch.device("cpu"))
-    reference = validate_cls(cfg, model, build_val_loader(cfg.data), Precision("fp32", None, False),
+    reference = evaluate_cls(cfg, model, build_val_loader(cfg.data), Precision("fp32", None, False),
                              torch.device("cpu"))
     assert reference["acc1"] == pytest.approx(results["top1"]) and reference["num_images"] == 12
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from models import build_model
 from segmentation.datasets import VOC_CLASSES, GroupViTPascalVOCDataset
-from segmentation.evaluation import build_seg_dataset, build_segmentor, evaluate_seg, load_seg_config, validate_seg
+from segmentation.evaluation import build_seg_dataset, build_segmentor, evaluate_seg, load_seg_config
 from segmentation.image_files import read_image
 from segmentation.inference import segment_image
 from segmentation.model_loading import load_eval_model, load_eval_state
@@ -111,13 +111,13 @@ def test_evaluate_seg_matches_independent_miou(voc_root, tiny_model, tmp_path):
 def test_missing_dataset_is_a_one_line_user_error(tiny_model, tmp_path):
     cfg = _cfg(tmp_path / "nowhere" / "VOC2012")
     with pytest.raises(UserError, match="data_root .*nowhere/VOC2012 does not exist") as info:
-        validate_seg(cfg, tiny_model)
+        evaluate_seg(cfg, tiny_model)
     assert "\n" not in str(info.value)
 
     for sub in ("JPEGImages", "SegmentationClass"):  # the split file is missing
         (tmp_path / "VOC2012" / sub).mkdir(parents=True)
     with pytest.raises(UserError, match="ImageSets/Segmentation/val.txt"):
-        validate_seg(_cfg(tmp_path / "VOC2012"), tiny_model)
+        evaluate_seg(_cfg(tmp_path / "VOC2012"), tiny_model)
 
 
 def test_seg_config_overrides():

@@ -33,12 +33,12 @@ def spec_lr(t, base, warmup_lr, min_lr, warmup_t, t_initial):
     return min_lr + 0.5 * (base - min_lr) * (1 + math.cos(math.pi * t / t_initial))
 
 
-def fake_segmentation(monkeypatch, validate_seg):
+def fake_segmentation(monkeypatch, evaluate_seg):
     """Stand-in for segmentation.evaluation (None: the import fails)."""
     module = None
-    if validate_seg is not None:
+    if evaluate_seg is not None:
         module = types.ModuleType("segmentation.evaluation")
-        module.validate_seg = validate_seg
+        module.evaluate_seg = evaluate_seg
     monkeypatch.setitem(sys.modules, "segmentation.evaluation", module)
 
 

@@ -200,28 +200,15 @@ def evaluate_seg_to(cfg: DictConfig, model: torch.nn.Module, out_dir: Path, logg
     return evaluate_seg(cfg, model, logger, ["pred"], out_dir).to_json()
 
 
-@torch.no_grad()
-def classify(cfg: DictConfig, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
-    """Zero-shot classification of every image of the cls set (as training.evaluate.validate_cls does it), keeping
-    each image's target and top-5 predictions."""
-    from datasets import Tokenize, build_dataset_class_tokens
+def evaluate_cls(cfg: DictConfig, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+    """Zero-shot classification of every image of the cls set in float32 (``training.evaluate.evaluate_cls``, as
+    training runs it), keeping the class names and each image's target and top-5 predictions."""
     from datasets.builder import build_val_loader
-    from training.evaluate import load_classnames
+    from training.evaluate import evaluate_cls
+    from training.precision import Precision
 
-    model.eval()
-    classnames = load_classnames(cfg.evaluate.cls)
-    tokens = build_dataset_class_tokens(Tokenize(max_seq_len=cfg.data.text_aug.max_seq_len),
-                                        cfg.evaluate.cls.template, classnames)
-    text = model.build_text_embedding(tokens.to(device))  # [N, E]
-    targets, top5 = [], []
-    for batch in build_val_loader(cfg.data):
-        logits = model.zero_shot_pred(batch["image"].to(device), text)  # [B, N]
-        top5 += logits.topk(min(5, len(classnames)), dim=1).indices.tolist()
-        targets += batch["target"].tolist()
-    hits1 = sum(t == p[0] for t, p in zip(targets, top5, strict=True))
-    hits5 = sum(t in p for t, p in zip(targets, top5, strict=True))
-    return {"classnames": classnames, "targets": targets, "top5": top5,
-            "acc1": 100.0 * hits1 / len(targets), "acc5": 100.0 * hits5 / len(targets)}
+    return evaluate_cls(cfg, model, build_val_loader(cfg.data), Precision("fp32", None, False), device,
+                        keep_predictions=True)
 
 
 def chance_miou(seg_root: Path) -> dict[str, float]:
@@ -389,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         set_random_seed(cfg.seed)
         untrained_model = build_model(cfg.model).to(device)
         untrained_seg = evaluate_seg_to(cfg, untrained_model, args.output / "predictions" / "untrained", logger)
-        untrained_cls = classify(cfg, untrained_model, device)
+        untrained_cls = evaluate_cls(cfg, untrained_model, device)
         untrained_groups = grouping_report(cfg, untrained_model, seg_root)
         del untrained_model
 
@@ -406,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         checkpoint = train_dir / "checkpoint.pth"
         model, _ = load_eval_model(cfg, str(checkpoint), device)
         seg = evaluate_seg_to(cfg, model, args.output / "predictions" / "trained", logger)
-        cls = classify(cfg, model, device)
+        cls = evaluate_cls(cfg, model, device)
         groups = grouping_report(cfg, model, seg_root)
         (args.output / "cls_predictions.json").write_text(json.dumps(cls) + "\n")
         chance = chance_miou(seg_root)

@@ -13,7 +13,7 @@ from timm.utils import AverageMeter
 
 from datasets.builder import DeviceFeeder, DeviceImages
 from training.checkpointing import save_epoch_checkpoint, training_state
-from training.evaluate import validate_epoch
+from training.evaluate import evaluate_epoch
 from training.rng import epoch_seed, set_random_seed
 from training.state import History, RunState
 from training.step import train_step
@@ -109,7 +109,7 @@ def run_epochs(state: RunState) -> History:
             losses = train_one_epoch(state, epoch)
             results, best = {}, []
             if epoch % cfg.evaluate.eval_freq == 0 or epoch == cfg.train.epochs - 1:
-                results, best, state.run_seg = validate_epoch(cfg, state.model, state.val_loader, state.run_seg,
+                results, best, state.run_seg = evaluate_epoch(cfg, state.model, state.val_loader, state.run_seg,
                                                               metrics, state.precision, state.device, logger)
             if epoch % cfg.checkpoint.save_freq == 0 or epoch == cfg.train.epochs - 1 or best:
                 saved = Path(cfg.output) / f"ckpt_epoch_{epoch}.pth"

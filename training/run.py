@@ -14,7 +14,7 @@ from datasets.builder import build_train_loader, build_val_loader
 from models import build_model
 from segmentation.model_loading import load_eval_state, with_model_config
 from training.checkpointing import resume_training
-from training.evaluate import validate_cls
+from training.evaluate import evaluate_cls
 from training.loop import run_epochs
 from training.precision import resolve_precision
 from training.reporting import Reporter
@@ -80,7 +80,7 @@ def evaluate(cfg: DictConfig, device: torch.device | None = None,
     load_eval_state(model, ckpt["model"])
     save_run_config(cfg)
     precision = resolve_precision(cfg.train, device)
-    metrics = validate_cls(cfg, model, loader, precision, device)
+    metrics = evaluate_cls(cfg, model, loader, precision, device)
     logger.info(f"Accuracy of {resume} on the {metrics['num_images']} test images: top-1 {metrics['acc1']:.2f}%  "
                 f"top-5 {metrics['acc5']:.2f}%  ({precision.name})")
     return metrics

@@ -1,7 +1,7 @@
 """Zero-shot segmentation evaluation: the segmentor, its builders and the mIoU loop."""
 
 from .builder import build_image_pipeline, build_seg_dataloader, build_seg_dataset, build_segmentor, load_seg_config
-from .evaluate import SegResults, evaluate_seg, validate_seg
+from .evaluate import SegResults, evaluate_seg, iou_metrics, label_areas
 from .group_vit_seg import GroupViTSegInference
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "build_seg_dataset",
     "build_segmentor",
     "evaluate_seg",
+    "iou_metrics",
+    "label_areas",
     "load_seg_config",
-    "validate_seg",
 ]

@@ -1,6 +1,6 @@
 """Zero-shot segmentation evaluation: mIoU over a dataset (single process or one share per rank).
 
-``validate_seg(cfg, model)`` is what the trainer calls each epoch; ``evaluate_seg`` also returns the per-class
+``evaluate_seg(cfg, model)`` is what the trainer (``.miou``) and ``main_seg.py`` call; it returns the per-class
 table, can write visualisations (``main_seg.py``) and can score several background thresholds from one forward per
 image. The metric is mmseg's ``IoUMetric`` (background included, ignore index 255, NaN-mean over classes), with the
 per-class values kept. ``evaluate.seg.protocol`` and ``evaluate.seg.short_side`` choose the test resolution,
@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from utils.distributed import get_rank
 from utils.errors import UserError
+from utils.eval_mode import eval_mode
 from utils.logger import get_logger
 
 from ..vis import visualize_sample
@@ -71,24 +72,37 @@ class SegResults:
         return out
 
 
+def label_areas(pred: torch.Tensor, label: torch.Tensor, num_classes: int,
+                ignore_index: int = 255) -> tuple[torch.Tensor, ...]:
+    """Per-class (intersection, union, predicted, labelled) pixel counts [C] each of label maps of any shape
+    (mmseg's ``IoUMetric.intersect_and_union``); sum them over images and give them to :func:`iou_metrics`."""
+    return IoUMetric.intersect_and_union(pred, label, num_classes, ignore_index)
+
+
+def iou_metrics(areas: Sequence[tuple[torch.Tensor, ...]]) -> dict:
+    """Per-class IoU and Acc, and mIoU / mAcc (NaN-means over classes) and aAcc, in percent rounded to 2 decimals,
+    from the :func:`label_areas` of every image: the numbers of ``PerClassIoUMetric`` and ``main_seg.py``."""
+    intersect, union, pred_area, label_area = (sum(parts) for parts in zip(*areas, strict=True))
+    per_class = {k: np.asarray(v, dtype=np.float64) for k, v in IoUMetric.total_area_to_metrics(
+        intersect, union, pred_area, label_area, ["mIoU"]).items()}
+
+    def pct(values: np.ndarray) -> list[float]:
+        return np.round(values * 100, 2).tolist()
+
+    with np.errstate(invalid="ignore"):
+        return {"IoU": pct(per_class["IoU"]), "Acc": pct(per_class["Acc"]),
+                "mIoU": float(np.round(np.nanmean(per_class["IoU"]) * 100, 2)),
+                "mAcc": float(np.round(np.nanmean(per_class["Acc"]) * 100, 2)),
+                "aAcc": float(np.round(per_class["aAcc"] * 100, 2))}
+
+
 class PerClassIoUMetric(IoUMetric):
     """``IoUMetric`` whose result also holds the per-class IoU and accuracy (and which prints nothing)."""
 
     default_prefix = "seg"
 
     def compute_metrics(self, results: list) -> dict:
-        intersect, union, pred_area, label_area = (sum(parts) for parts in zip(*results, strict=True))
-        per_class = {k: np.asarray(v, dtype=np.float64) for k, v in self.total_area_to_metrics(
-            intersect, union, pred_area, label_area, self.metrics).items()}
-
-        def pct(values: np.ndarray) -> list[float]:
-            return np.round(values * 100, 2).tolist()
-
-        with np.errstate(invalid="ignore"):
-            return {"IoU": pct(per_class["IoU"]), "Acc": pct(per_class["Acc"]),
-                    "mIoU": float(np.round(np.nanmean(per_class["IoU"]) * 100, 2)),
-                    "mAcc": float(np.round(np.nanmean(per_class["Acc"]) * 100, 2)),
-                    "aAcc": float(np.round(per_class["aAcc"] * 100, 2))}
+        return iou_metrics(results)
 
 
 def _sample_name(sample) -> str:
@@ -123,8 +137,6 @@ def evaluate_seg(cfg: DictConfig, model: torch.nn.Module, logger: logging.Logger
     is looked through.
     """
     logger = logger or get_logger()
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        model = model.module
     seg_cfg, template = load_eval_seg_config(cfg.evaluate.seg)
     protocol = cfg.evaluate.seg.get("protocol", "groupvit")
     dataset = build_seg_dataset(seg_cfg)
@@ -132,9 +144,7 @@ def evaluate_seg(cfg: DictConfig, model: torch.nn.Module, logger: logging.Logger
         raise UserError(f"--bg-thresh: {cfg.evaluate.seg.cfg} has no background class, so no background "
                         "threshold applies")
     loader = build_seg_dataloader(dataset, seg_cfg)
-    was_training = model.training
-    try:
-        model.eval()
+    with eval_mode(model) as model:
         seg_model = build_segmentor(model, dataset, seg_cfg, template=template, bg_threshs=bg_threshs)
         thresholds = seg_model.bg_threshs or (None,)
         # 'gpu' collection = all_gather_object over the process group (also fine with gloo on CPU)
@@ -155,8 +165,6 @@ def evaluate_seg(cfg: DictConfig, model: torch.nn.Module, logger: logging.Logger
                     visualize_sample(seg_model, inputs[None], sample, vis_modes, vis_dir, _sample_name(sample))
         # drop the "seg/" prefix
         values = [{k.split("/", 1)[1]: v for k, v in metric.evaluate(len(dataset)).items()} for metric in metrics]
-    finally:
-        model.train(was_training)
     sweep = [SegResults(classes=list(dataset.metainfo["classes"]), iou=m["IoU"], acc=m["Acc"], miou=m["mIoU"],
                         macc=m["mAcc"], aacc=m["aAcc"], num_images=len(dataset), bg_thresh=thresh, protocol=protocol)
              for m, thresh in zip(values, thresholds, strict=True)]
@@ -172,8 +180,3 @@ def evaluate_seg(cfg: DictConfig, model: torch.nn.Module, logger: logging.Logger
 def _short_side(seg_cfg: Config) -> int | str:
     scales = [step["scale"] for step in seg_cfg.test_dataloader.dataset.pipeline if step["type"] == "Resize"]
     return min(scales[0]) if scales else "as stored"
-
-
-def validate_seg(cfg: DictConfig, model: torch.nn.Module, logger: logging.Logger | None = None) -> float:
-    """mIoU (x100) of ``model`` on ``cfg.evaluate.seg``'s dataset; UserError if the dataset folder is missing."""
-    return evaluate_seg(cfg, model, logger).miou
