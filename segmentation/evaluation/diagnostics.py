@@ -19,22 +19,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .evaluate import iou_metrics, label_areas
 from .group_vit_seg import GroupViTSegInference, chained_assignments, upsample_token_map
 
 BG_THRESHOLDS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
-def confusion(gt: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Pixel confusion matrix [K, K] (rows: truth, columns: prediction) of two label tensors of one shape."""
-    index = gt.flatten().long() * num_classes + pred.flatten().long()
-    return torch.bincount(index, minlength=num_classes * num_classes).view(num_classes, num_classes)
-
-
-def miou(hist: torch.Tensor) -> float:
-    """mIoU x100 of a confusion matrix, NaN-mean over the classes (absent from truth and prediction: left out)."""
-    hist = hist.double()
-    inter = hist.diag()
-    return 100 * (inter / (hist.sum(0) + hist.sum(1) - inter)).nanmean().item()
+def miou(areas: Sequence[tuple[torch.Tensor, ...]]) -> float:
+    """mIoU x100 (not rounded) of summed ``label_areas``: the IoU metric's NaN-mean over the classes (absent from
+    truth and prediction: left out)."""
+    return iou_metrics(areas, decimals=None)["mIoU"]
 
 
 def group_majority(groups: torch.Tensor, labels: torch.Tensor, num_groups: int, num_classes: int) -> torch.Tensor:
@@ -67,8 +61,8 @@ def grouping_diagnostics(segmentor: GroupViTSegInference, images: torch.Tensor, 
     The segmentor's own thresholds are restored afterwards."""
     model, num_classes, bg_before = segmentor.model, segmentor.num_classes, segmentor.bg_threshs
     K = len(thresholds)
-    hists = {t: torch.zeros(num_classes, num_classes, dtype=torch.long) for t in thresholds}
-    oracle = {c: torch.zeros(num_classes, num_classes, dtype=torch.long) for c in ("soft", "hard")}
+    hists = {t: [] for t in thresholds}  # label_areas per batch
+    oracle = {c: [] for c in ("soft", "hard")}
     groups_used, s0_max, agree, object_pixels = [], [], 0, 0
     segmentor.bg_threshs = tuple(float(t) for t in thresholds)
     try:
@@ -80,13 +74,14 @@ def grouping_diagnostics(segmentor: GroupViTSegInference, images: torch.Tensor, 
             scores = segmentor.decode(out, H, W)  # [B, K + N, H, W]: one background channel per threshold
             for k, t in enumerate(thresholds):
                 labels = torch.cat([scores[:, k:k + 1], scores[:, K:]], dim=1).argmax(1)  # [B, H, W]
-                hists[t] += confusion(gt, labels, num_classes).cpu()
+                hists[t].append(label_areas(labels.flatten(), gt.flatten(), num_classes))
             G = out["feat"].shape[1]
             soft = upsample_token_map(chained_assignments(out["attn_dicts"])[-1], H, W).argmax(1).flatten(1)  # [B, HW]
             hard_tokens = F.one_hot(hard_chain(out["attn_dicts"]), G).float()[:, None]  # [B, 1, L, G]
             hard = upsample_token_map(hard_tokens, H, W).argmax(1).flatten(1)  # [B, HW]
             for name, groups in (("soft", soft), ("hard", hard)):
-                oracle[name] += confusion(gt, majority_labels(groups, gt, G, num_classes), num_classes).cpu()
+                oracle[name].append(label_areas(majority_labels(groups, gt, G, num_classes).flatten(), gt.flatten(),
+                                                num_classes))
             groups_used += [len(g.unique()) for g in soft]
             s0_max.append(out["attn_dicts"][0]["soft"].amax(-2).mean((-1, -2)).cpu())  # [B]
             feat = F.normalize(model.img_projector(out["feat"]), dim=-1)  # [B, G, E]
@@ -106,7 +101,8 @@ def patch_grid_bound(masks: torch.Tensor, patch: int, num_classes: int) -> float
     """The best mIoU x100 any ``patch`` x ``patch``-token segmentation reaches on [N, H, W] masks: every patch
     labelled with its true majority class, the one-hot patch map upsampled bilinearly (align_corners False, as the
     segmentor upsamples its group maps), argmax."""
-    return miou(confusion(masks, patch_majority_map(masks, patch, num_classes), num_classes))
+    return miou([label_areas(patch_majority_map(masks, patch, num_classes).flatten(), masks.flatten().long(),
+                             num_classes)])
 
 
 def patch_majority_map(masks: torch.Tensor, patch: int, num_classes: int) -> torch.Tensor:

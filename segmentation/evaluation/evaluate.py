@@ -79,21 +79,21 @@ def label_areas(pred: torch.Tensor, label: torch.Tensor, num_classes: int,
     return IoUMetric.intersect_and_union(pred, label, num_classes, ignore_index)
 
 
-def iou_metrics(areas: Sequence[tuple[torch.Tensor, ...]]) -> dict:
-    """Per-class IoU and Acc, and mIoU / mAcc (NaN-means over classes) and aAcc, in percent rounded to 2 decimals,
-    from the :func:`label_areas` of every image: the numbers of ``PerClassIoUMetric`` and ``main_seg.py``."""
-    intersect, union, pred_area, label_area = (sum(parts) for parts in zip(*areas, strict=True))
+def iou_metrics(areas: Sequence[tuple[torch.Tensor, ...]], decimals: int | None = 2) -> dict:
+    """Per-class IoU and Acc, and mIoU / mAcc (NaN-means over classes) and aAcc, in percent rounded to ``decimals``
+    (None: not rounded), from the :func:`label_areas` of every image: the numbers of ``PerClassIoUMetric`` and
+    ``main_seg.py``."""
+    intersect, union, pred_area, label_area = (sum(parts).cpu() for parts in zip(*areas, strict=True))
     per_class = {k: np.asarray(v, dtype=np.float64) for k, v in IoUMetric.total_area_to_metrics(
         intersect, union, pred_area, label_area, ["mIoU"]).items()}
 
-    def pct(values: np.ndarray) -> list[float]:
-        return np.round(values * 100, 2).tolist()
+    def pct(values: np.ndarray) -> np.ndarray:
+        return values * 100 if decimals is None else np.round(values * 100, decimals)
 
     with np.errstate(invalid="ignore"):
-        return {"IoU": pct(per_class["IoU"]), "Acc": pct(per_class["Acc"]),
-                "mIoU": float(np.round(np.nanmean(per_class["IoU"]) * 100, 2)),
-                "mAcc": float(np.round(np.nanmean(per_class["Acc"]) * 100, 2)),
-                "aAcc": float(np.round(per_class["aAcc"] * 100, 2))}
+        return {"IoU": pct(per_class["IoU"]).tolist(), "Acc": pct(per_class["Acc"]).tolist(),
+                "mIoU": float(pct(np.nanmean(per_class["IoU"]))), "mAcc": float(pct(np.nanmean(per_class["Acc"]))),
+                "aAcc": float(pct(per_class["aAcc"]))}
 
 
 class PerClassIoUMetric(IoUMetric):
