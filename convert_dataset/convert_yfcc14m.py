@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from tqdm import tqdm  # noqa: E402
 
 from convert_dataset.shard_writer import ShardWriter  # noqa: E402
+from convert_dataset.tsv import read_tsv_columns  # noqa: E402
 from datasets.image_check import BadImage, BadImageCount, check_image  # noqa: E402
 from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -45,18 +46,8 @@ def read_captions(path: Path) -> dict[str, str]:
     csv.field_size_limit(sys.maxsize)
     captions = {}
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f, delimiter="\t")
-            header = next(reader, [])
-            if "file" not in header or "caption" not in header:
-                raise UserError(f"{path}: expected a header with the columns 'file' and 'caption', got {header}")
-            file_col, caption_col = header.index("file"), header.index("caption")
-            for row in reader:
-                if len(row) != len(header):
-                    raise UserError(
-                        f"{path} line {reader.line_num}: expected {len(header)} tab-separated columns, got {len(row)}"
-                    )
-                captions[row[file_col]] = row[caption_col]
+        for _, (name, caption) in read_tsv_columns(path, ["file", "caption"]):
+            captions[name] = caption
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not UTF-8 text ({e})") from None
     return captions

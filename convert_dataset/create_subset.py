@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from tqdm import tqdm  # noqa: E402
 
+from convert_dataset.tsv import read_tsv_columns  # noqa: E402
 from utils.atomic_files import atomic_output  # noqa: E402
 from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -56,21 +57,12 @@ def image_path(photo_hash: str) -> str:
 
 def read_subset(path: Path) -> Iterator[tuple[int, str]]:
     """(photoid, photo_hash) for every row of CLIP's subset list; malformed rows raise UserError."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter="\t")
-        header = next(reader, [])
-        if "photoid" not in header or "photo_hash" not in header:
-            raise UserError(f"{path}: expected a header with the columns 'photoid' and 'photo_hash', got {header}")
-        id_col, hash_col = header.index("photoid"), header.index("photo_hash")
-        for row in reader:
-            where = f"{path} line {reader.line_num}"
-            if len(row) != len(header):
-                raise UserError(f"{where}: expected {len(header)} tab-separated columns, got {len(row)}")
-            if not row[id_col].isdigit():
-                raise UserError(f"{where}: photoid {row[id_col]!r} is not a number")
-            if not _PHOTO_HASH.fullmatch(row[hash_col]):
-                raise UserError(f"{where}: photo_hash {row[hash_col]!r} is not 32 lower-case hex digits")
-            yield int(row[id_col]), row[hash_col]
+    for where, (photoid, photo_hash) in read_tsv_columns(path, ["photoid", "photo_hash"]):
+        if not photoid.isdigit():
+            raise UserError(f"{where}: photoid {photoid!r} is not a number")
+        if not _PHOTO_HASH.fullmatch(photo_hash):
+            raise UserError(f"{where}: photo_hash {photo_hash!r} is not 32 lower-case hex digits")
+        yield int(photoid), photo_hash
 
 
 def open_db(db: Path) -> tuple[sqlite3.Connection, list[str]]:
