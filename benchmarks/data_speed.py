@@ -16,6 +16,10 @@ thread: the numbers are per DataLoader worker. Stages, each including the previo
 5. nouns: ``datasets.build_text_transform(True, data.text_aug)`` when ``multi_label`` > 0 (part-of-speech tagging
    and M prompts, [1 + M, 77]) instead of 4.;
 6. loader: the whole ``datasets.build_train_loader`` (num_workers 0; shuffle buffer and batching included).
+
+Worker sweep (``--workers 1 4 8 15``): the whole loader with that many DataLoader workers (uint8 images, batches of
+64, the shards cycled) for ``--sweep-images`` images after its first batch, on the wall clock: the images/s a
+training process gets from this machine (GPU machine: 16 cores, so up to 15 workers beside the training process).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from common import (  # isort: skip  (benchmarks/ is not a package; common puts 
     NOUNS, ROOT, Table, append_results, machine_description, set_threads)
 
 from datasets import Tokenize, build_img_transform, build_text_transform, build_train_loader  # noqa: E402
+from datasets.builder import loader_workers  # noqa: E402
 from utils.atomic_files import write_tar  # noqa: E402
 from utils.config import apply_opts, load_config  # noqa: E402
 
@@ -97,6 +102,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--opts", nargs="+", help="config overrides (key=value)")
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, nargs="+", default=[],
+                        help="worker counts of the loader sweep (none: no sweep); -1 = data.num_workers=-1")
+    parser.add_argument("--sweep-images", type=int, default=2000, help="images timed per worker count")
     parser.add_argument("--no-results", action="store_true", help="do not append to benchmarks/RESULTS.md")
     return parser.parse_args(argv)
 
@@ -110,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> Table:
     print(machine)
     table = Table(["stage", "images/s", "ms/image", "+ms vs previous", "spread"], [])
     with tempfile.TemporaryDirectory() as tmp:
-        pattern = write_shards(Path(tmp), args.samples)
+        most = max([loader_workers(w) for w in args.workers] + [1])
+        pattern = write_shards(Path(tmp), args.samples, per_shard=max(1, min(100, args.samples // most)))
         urls = sorted(str(p) for p in Path(tmp).glob("bench-*.tar"))
         image_fn = build_img_transform(True, data.img_aug)
         tokenize = Tokenize(max_seq_len=data.text_aug.max_seq_len)
@@ -148,13 +157,33 @@ def main(argv: Sequence[str] | None = None) -> Table:
                       None if previous is None or "loader" in name else 1000 * (per_image - previous),
                       f"{spread:.0%}")
             previous = per_image
+        sweep = worker_sweep(args, loader_cfg)
     notes = [f"{Path(args.cfg).name}: img_aug {dict(data.img_aug)}; text_aug multi_label {multi}, "
              f"tagger {data.text_aug.get('tagger', 'auto')}; {args.samples} JPEGs of short side 512, quality 95",
              "times are the process's CPU time per image (one thread, no workers): what one DataLoader worker "
              "delivers on an otherwise idle core; median of the repetitions, spread = (max - min) / median"]
+    if sweep.rows:
+        notes.append(f"worker sweep: the whole loader (uint8 images, batch 64), {args.sweep_images} images after the "
+                     "first batch, wall clock")
     if not args.no_results:
-        append_results("Data pipeline speed (one worker)", machine, [table], notes)
+        append_results("Data pipeline speed (one worker)", machine, [table] + ([sweep] if sweep.rows else []), notes)
     return table
+
+
+def worker_sweep(args: argparse.Namespace, loader_cfg) -> Table:
+    """images/s of ``build_train_loader`` with each of ``--workers`` DataLoader workers (wall clock)."""
+    sweep = Table(["workers", "loader images/s", "per worker"], [])
+    if args.workers:
+        print(sweep.header())
+    for workers in args.workers:
+        cfg = OmegaConf.merge(loader_cfg, {"num_workers": workers, "uint8_images": True, "batch_size": 64,
+                                           "dataset": {"meta": {"bench": {"length": args.sweep_images + 64}}}})
+        batches = iter(build_train_loader(cfg))
+        next(batches)  # the workers have started
+        start, count = time.perf_counter(), sum(len(batch["image"]) for batch in batches)
+        rate = count / (time.perf_counter() - start)
+        sweep.add(loader_workers(workers), rate, rate / max(1, loader_workers(workers)))
+    return sweep
 
 
 if __name__ == "__main__":

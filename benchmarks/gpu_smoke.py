@@ -68,8 +68,9 @@ class Smoke:
         try:
             done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=self.args.timeout)
             ok, text = done.returncode == 0, done.stdout + done.stderr
-        except subprocess.TimeoutExpired as e:
-            ok, text = False, f"{e.stdout or ''}{e.stderr or ''}\ntimed out after {self.args.timeout} s"
+        except subprocess.TimeoutExpired as e:  # (its output comes as bytes, whatever text=True says)
+            output = b"".join(o if isinstance(o, bytes) else (o or "").encode() for o in (e.stdout, e.stderr))
+            ok, text = False, f"{output.decode(errors='replace')}\ntimed out after {self.args.timeout} s"
         (logs / f"{name}.txt").write_text(f"$ {' '.join(argv)}\n{text}")
         self.report.setdefault("seconds", {})[name] = round(time.perf_counter() - start, 1)
         return ok, text
