@@ -62,6 +62,7 @@ from models import build_model  # noqa: E402
 from models.transformer import text_lengths  # noqa: E402
 from segmentation.datasets import VOC_CLASSES  # noqa: E402
 from segmentation.evaluation import build_segmentor, load_seg_config  # noqa: E402
+from training.graphs import GraphedStep  # noqa: E402
 from training.precision import resolve_precision  # noqa: E402
 from training.step import compile_forward, train_step  # noqa: E402
 from utils.config import apply_opts, load_config  # noqa: E402
@@ -216,12 +217,14 @@ class Trainer:
         self.precision = resolve_precision(OmegaConf.merge(cfg.train, {"amp": amp}), device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.use_scaler)
         self.clip_grad = cfg.train.clip_grad
-        if "+graph" in variant:
-            raise NotImplementedError("train.cuda_graph is not in this training step yet")
         if "+compile" in variant:
             compile_forward(self.model, cfg.train.text_length_multiple, backend)
+        self.graphed = GraphedStep(self.model, self.optimizer, self.scaler, self.precision, self.clip_grad) if \
+            "+graph" in variant else None
 
     def step(self, batch: dict) -> dict[str, torch.Tensor]:
+        if self.graphed is not None:
+            return self.graphed(batch)[0]
         losses, _, _ = train_step(self.model, batch, self.optimizer, self.scaler, self.precision, self.clip_grad)
         return losses
 
@@ -319,7 +322,7 @@ def train_variant(run: Run, cfg, variant: str, batches: list[dict], flops: float
         compile_s = None
         if "+compile" in variant or "+graph" in variant:
             start = time.perf_counter()
-            for _ in range(len(batches)):  # one compilation / capture per text-length bucket
+            for _ in range(len(batches) * (4 if "+graph" in variant else 1)):  # compile / warm up + capture
                 step()
             synchronize(device)
             compile_s = time.perf_counter() - start
@@ -348,7 +351,8 @@ def agreement_stage(run: Run, cfg, batches: list[dict], variants: list[str]) -> 
     for variant in ["bf16", *variants]:
         trainer = Trainer(cfg, variant, run.device, seed=0, backend=run.args.compile_backend)
         torch.manual_seed(1)
-        values = [trainer.step(batches[i % len(batches)])["total_loss"] for i in range(run.args.agreement_steps)]
+        values = [trainer.step(batches[i % len(batches)])["total_loss"].clone()  # (a graph's outputs are reused)
+                  for i in range(run.args.agreement_steps)]
         losses[variant] = torch.stack(values).float().cpu()
     for variant in variants:
         gap = (losses[variant] - losses["bf16"]).abs()
