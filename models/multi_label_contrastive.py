@@ -153,22 +153,32 @@ class MultiLabelContrastive(nn.Module):
         # probability targets: the mean over rows of sum(-target * log_softmax(logits))
         return 0.5 * (F.cross_entropy(logits_per_img, target_img) + F.cross_entropy(logits_per_text, target_text))
 
+    def encode_for_loss(self, image: torch.Tensor, text: torch.Tensor,
+                        text_lengths: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """The features the losses take: 'image_x' [B, E], 'text_x' [B, E] and, for text [B, 1+M, 77],
+        'text_multi_label_x' [B, M, E] (``text_lengths``: see :meth:`encode_text`)."""
+        return {"image_x": self.encode_image(image), **self.encode_text(text, lengths=text_lengths, as_dict=True)}
+
+    def losses_from_features(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Loss dict from :meth:`encode_for_loss`'s features: 'loss', plus 'multi_label_loss' when multi_label > 0."""
+        image_x = features["image_x"]
+        with torch.autocast(image_x.device.type, enabled=False):  # the small logit matrices in float32 under autocast
+            image_x = image_x.float()
+            losses = {"loss": self.loss(image_x, features["text_x"].float())}
+            if self.with_multi_label:
+                losses["multi_label_loss"] = self.multi_label_loss(
+                    image_x.unsqueeze(1), features["text_multi_label_x"].float()) * self.multi_label_loss_weight
+        return losses
+
     def forward_train(self, image: torch.Tensor, text: torch.Tensor,
                       text_lengths: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
         """Loss dict: 'loss', plus 'multi_label_loss' when text is [B, 1+M, 77] and multi_label > 0.
 
         With ``text_lengths`` (see :meth:`encode_text`) the forward reads nothing back from the device, and traces
-        as one graph (``torch.compile(..., fullgraph=True)``).
+        as one graph (``torch.compile(..., fullgraph=True)``). The two halves, :meth:`encode_for_loss` and
+        :meth:`losses_from_features`, are what gradient accumulation (``training.step.accumulated_step``) runs apart.
         """
-        image_x = self.encode_image(image)
-        text_outs = self.encode_text(text, lengths=text_lengths, as_dict=True)
-        with torch.autocast(image.device.type, enabled=False):  # the small logit matrices in float32 under autocast
-            image_x = image_x.float()
-            losses = {"loss": self.loss(image_x, text_outs["text_x"].float())}
-            if self.with_multi_label:
-                losses["multi_label_loss"] = self.multi_label_loss(
-                    image_x.unsqueeze(1), text_outs["text_multi_label_x"].float()) * self.multi_label_loss_weight
-        return losses
+        return self.losses_from_features(self.encode_for_loss(image, text, text_lengths))
 
     # ---- zero-shot ------------------------------------------------------------------------------
     @torch.no_grad()

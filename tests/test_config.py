@@ -104,6 +104,7 @@ EXPECTED_DEFAULTS: dict[str, object] = {
     "checkpoint.freq": 1,
     "checkpoint.max_kept": -1,
     "checkpoint.save_freq": 1,
+    "checkpoint.save_steps": 0,
     "model_name": "",
     "output": MISSING,
     "tag": "default",
@@ -274,7 +275,8 @@ def test_matches_config_pickled_in_official_checkpoint(tmp_path, monkeypatch):
     ours_only = {"data.text_aug.tagger", "data.max_bad_fraction", "train.amp", "train.max_nonfinite_steps",
                  "evaluate.cls.classnames", "data.uint8_images", "train.text_length_multiple", "train.compile",
                  "train.cuda_graph", "evaluate.seg.protocol", "evaluate.seg.short_side",
-                 "model.img_encoder.assign_init_scale"}  # keys this project added
+                 "model.img_encoder.assign_init_scale",
+                 "checkpoint.save_steps"}  # keys this project added
     assert [kv for kv in flatten(mine).items() if kv[0] not in ours_only] == list(flatten(theirs).items())
 
 

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from models import build_model
 from training.precision import resolve_precision
-from training.run import scale_learning_rates
+from training.run import scaled_train_config
 from utils.config import load_config
 from utils.errors import UserError
 from utils.lr_scheduler import build_scheduler
@@ -95,10 +95,11 @@ def test_lr_scaling(batch, world, accumulation, factor):
     cfg.data.batch_size = batch
     cfg.train.accumulation_steps = accumulation
     OmegaConf.set_readonly(cfg, True)
-    scale_learning_rates(cfg, world)
-    assert cfg.train.base_lr == pytest.approx(1.6e-3 * factor)
-    assert cfg.train.warmup_lr == pytest.approx(4e-6 * factor)
-    assert cfg.train.min_lr == pytest.approx(4e-5 * factor)
+    train = scaled_train_config(cfg, world)
+    assert train.base_lr == pytest.approx(1.6e-3 * factor)
+    assert train.warmup_lr == pytest.approx(4e-6 * factor)
+    assert train.min_lr == pytest.approx(4e-5 * factor)
+    assert (cfg.train.base_lr, cfg.train.warmup_lr, cfg.train.min_lr) == (1.6e-3, 4e-6, 4e-5)  # the config as written
 
 
 @pytest.mark.parametrize("amp, level, device, name, dtype, scaler", [

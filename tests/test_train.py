@@ -18,8 +18,6 @@ from PIL import Image
 import main_group_vit
 from datasets import template_meta, tokenize
 from training import loop
-from training.precision import Precision
-from training.step import train_step
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,30 +169,6 @@ def test_local_rank_flag_accepted(flag):
     assert args.local_rank == 3 and args.amp_opt_level is None and args.batch_size is None and args.keep is None
 
 
-def test_train_step_accumulates_then_steps():
-    class Toy(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.ones(3))
-
-        def forward(self, image, text):
-            return {"loss": (self.w * image).sum(), "multi_label_loss": (self.w * text).sum(), "acc": self.w.sum()}
-
-    model = Toy()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    fp32 = Precision("fp32", None, False)
-    batch = {"image": torch.tensor([1.0, 2.0, 3.0]), "text": torch.tensor([1.0, 0.0, 0.0])}
-    losses, norm, _ = train_step(model, batch, optimizer, scaler, fp32, clip_grad=None, accumulation=2, step=False)
-    assert norm is None and losses["total_loss"] == 7.0 and torch.equal(model.w.detach(), torch.ones(3))
-    assert torch.allclose(model.w.grad, torch.tensor([1.0, 1.0, 1.5]))  # (image + text) / 2
-    losses, norm, _ = train_step(model, batch, optimizer, scaler, fp32, clip_grad=1.0, accumulation=2, step=True)
-    grad = torch.tensor([2.0, 2.0, 3.0])  # two accumulated halves
-    assert norm == pytest.approx(float(grad.norm()))  # the norm before clipping
-    assert torch.allclose(model.w.detach(), 1 - 0.1 * grad / grad.norm())  # clipped to norm 1
-    assert model.w.grad is None
-
-
 def test_benchmark_prints_a_table(tmp_path, capsys):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
@@ -237,3 +211,41 @@ def test_auto_resume_helper(tmp_path):
     (tmp_path / "checkpoint.pth").write_bytes(b"x")
     os.utime(tmp_path / "checkpoint.pth", (10, 10))
     assert auto_resume_helper(tmp_path) == str(tmp_path / "checkpoint.pth")  # always preferred
+
+
+def test_saved_config_reruns_with_the_same_lr_in_the_same_folder(tmp_path, monkeypatch):
+    """Run 1 (default output folder) stops after epoch 0 of 2; its checkpoint's config is given the reference's
+    scaled rates; run 2 with ``--cfg <run>/config.yml`` resumes in the same folder at the once-scaled rates."""
+    cfg = write_tiny_setup(tmp_path, epochs=2, train_length=2, extra={
+        "evaluate.task": [], "data.img_aug.img_size": 64, "model.img_encoder.img_size": 64})
+    monkeypatch.chdir(tmp_path)
+    real_epoch = loop.train_one_epoch
+
+    def stop_at_epoch_1(state, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_epoch(state, epoch)
+
+    monkeypatch.setattr(loop, "train_one_epoch", stop_at_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        main_group_vit.main(["--cfg", str(cfg)])
+    out = tmp_path / "output" / "tiny_train_bs2x1"
+    saved = (out / "config.yml").read_text()
+    assert "base_lr: 0.0016\n" in saved and "model_name: tiny_train_bs2x1\n" in saved  # the rate as written
+    ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
+    scale = 2 / 4096
+    for key in ("base_lr", "warmup_lr", "min_lr"):  # as the reference stores its run configs
+        ckpt["config"]["train"][key] *= scale
+    torch.save(ckpt, out / "checkpoint.pth")
+
+    monkeypatch.setattr(loop, "train_one_epoch", real_epoch)
+    main_group_vit.main(["--cfg", str(out / "config.yml")])
+    assert [p.name for p in (tmp_path / "output").iterdir()] == ["tiny_train_bs2x1"]
+    log = (out / "log.txt").read_text()
+    assert log.count("training tiny_train_bs2x1 on") == 2 and "resumed from" in log
+    rates = re.findall(r"iterations per epoch; lr (\S+) \(warmup (\S+), min (\S+);", log)
+    assert len(rates) == 2 and rates[0] == rates[1]
+    assert [float(r) for r in rates[0]] == pytest.approx([1.6e-3 * scale, 4e-6 * scale, 4e-5 * scale], rel=1e-2)
+    lrs = [float(lr) for *_, lr in TRAIN_LINE.findall(log)]
+    expected = [spec_lr(0, 1.6e-3 * scale, 4e-6 * scale, 4e-5 * scale, 1, 2)] * 2  # steps 0 and 1 run with lr(0)
+    assert lrs == pytest.approx(expected, rel=1e-4)

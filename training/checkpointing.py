@@ -1,22 +1,39 @@
 """Checkpoint files of a training run: the training state in the reference's layout, the epoch checkpoints
-(``ckpt_epoch_N.pth``, ``checkpoint.pth``, best copies, pruning) and resuming from one."""
+(``ckpt_epoch_N.pth``, ``checkpoint.pth``, best copies, pruning), the step checkpoints (``checkpoint.pth`` within an
+epoch, ``checkpoint.save_steps``) and resuming from any of them.
+
+A step checkpoint has the epoch checkpoint's keys, with 'epoch' the epoch in progress, plus 'epoch_iterations' (the
+iterations of that epoch already trained) and 'rng' (every process's RNG states at that point, by rank).
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from training.rng import rng_state
 from utils.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from utils.distributed import unwrap
+from utils.distributed import get_rank, get_world_size, unwrap
 
 _EPOCH_FILE = re.compile(r"^ckpt_epoch_(\d+)\.pth$")
+
+
+def save_run_config(cfg: DictConfig) -> None:
+    """``<output>/config.yml``: the resolved run config (rank 0). Training writes it after its first step, so that a
+    run stopped by bad input or data before training leaves an earlier run's file as it was."""
+    if get_rank() == 0:
+        container = OmegaConf.to_container(cfg, resolve=True)
+        container.pop("_base_", None)  # the saved file stands alone
+        OmegaConf.save(OmegaConf.create(container), Path(cfg.output) / "config.yml")
 
 
 def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
@@ -55,23 +72,55 @@ def save_epoch_checkpoint(output: str, state: Mapping[str, Any], max_kept: int, 
             path.unlink()
 
 
+def save_step_checkpoint(output: str, state: Mapping[str, Any], iterations_done: int) -> Path:
+    """Write ``checkpoint.pth`` within epoch ``state['epoch']`` after its first ``iterations_done`` iterations, with
+    the RNG states of all processes (every process calls this; rank 0 writes). Returns the path."""
+    states = [rng_state()]
+    if get_world_size() > 1:
+        states = [None] * get_world_size()
+        dist.all_gather_object(states, rng_state())
+    path = Path(output) / "checkpoint.pth"
+    if get_rank() == 0:
+        save_checkpoint({**state, "epoch_iterations": iterations_done, "rng": states}, path)
+    return path
+
+
+@dataclass
+class ResumePoint:
+    """Where a resumed run starts: the epoch, the iterations of it already trained (a step checkpoint's), the RNG
+    states to continue from after them (this process's; None at an epoch start), the best metrics so far."""
+
+    epoch: int = 0
+    iteration: int = 0
+    rng: dict[str, Any] | None = None
+    metrics: dict[str, float] = field(default_factory=lambda: {"max_accuracy": 0.0, "max_miou": 0.0})
+
+
 def resume_training(path: str, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    scaler: torch.amp.GradScaler, logger: logging.Logger) -> tuple[int, dict[str, float]]:
-    """Load a checkpoint into the run; returns (first epoch to train, best metrics so far).
+                    scaler: torch.amp.GradScaler, logger: logging.Logger) -> ResumePoint:
+    """Load a checkpoint into the run; returns where training continues.
 
     The model is always loaded (strictly). Optimizer, scheduler, grad scaler and epoch are restored when the
-    file has them (our training checkpoints); a weights-only file (e.g. a released model) starts at epoch 0.
+    file has them (our training checkpoints, and the reference's); a weights-only file (e.g. a released model)
+    starts at epoch 0. An epoch checkpoint continues at the next epoch, a step checkpoint within its epoch.
     """
     ckpt = load_checkpoint(path)
     load_model_state(unwrap(model), ckpt["model"])
     metrics = {"max_accuracy": 0.0, "max_miou": 0.0, **{k: float(v) for k, v in ckpt.get("metrics", {}).items()}}
     if not all(key in ckpt for key in ("optimizer", "lr_scheduler", "epoch")):
         logger.info(f"loaded the model weights of {path} (no training state in it): training starts at epoch 0")
-        return 0, metrics
+        return ResumePoint(metrics=metrics)
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["lr_scheduler"])
     if scaler.is_enabled() and "scaler" in ckpt:
         scaler.load_state_dict(ckpt["scaler"])
-    logger.info(f"resumed from {path} (epoch {ckpt['epoch']}; max accuracy {metrics['max_accuracy']:.2f}, "
-                f"max mIoU {metrics['max_miou']:.2f})")
-    return int(ckpt["epoch"]) + 1, metrics
+    best = f"max accuracy {metrics['max_accuracy']:.2f}, max mIoU {metrics['max_miou']:.2f}"
+    if "epoch_iterations" not in ckpt:
+        logger.info(f"resumed from {path} (epoch {ckpt['epoch']}; {best})")
+        return ResumePoint(epoch=int(ckpt["epoch"]) + 1, metrics=metrics)
+    rng = ckpt["rng"][get_rank()] if len(ckpt["rng"]) == get_world_size() else None
+    if rng is None:
+        logger.warning(f"{path} holds the RNG states of {len(ckpt['rng'])} processes, not {get_world_size()}: the "
+                       "run continues at the same sample but with other random augmentations")
+    logger.info(f"resumed from {path} (epoch {ckpt['epoch']}, after iteration {ckpt['epoch_iterations']}; {best})")
+    return ResumePoint(epoch=int(ckpt["epoch"]), iteration=int(ckpt["epoch_iterations"]), rng=rng, metrics=metrics)

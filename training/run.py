@@ -7,13 +7,13 @@ import logging
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
 from datasets.builder import build_train_loader, build_val_loader
 from models import build_model
 from segmentation.model_loading import load_eval_state, with_model_config
-from training.checkpointing import resume_training
+from training.checkpointing import resume_training, save_run_config
 from training.evaluate import evaluate_cls
 from training.loop import run_epochs
 from training.precision import resolve_precision
@@ -30,23 +30,21 @@ from utils.lr_scheduler import build_scheduler
 from utils.optimizer import build_optimizer
 
 
-def scale_learning_rates(cfg: DictConfig, world_size: int) -> None:
-    """Linear scaling to the global batch: lr * batch_size * world_size / 4096, for base, warmup and min lr,
-    times ``accumulation_steps`` when it is > 1 (in place)."""
-    factor = cfg.data.batch_size * world_size / 4096.0
-    if cfg.train.accumulation_steps > 1:
-        factor *= cfg.train.accumulation_steps
-    with read_write(cfg):
-        for key in ("base_lr", "warmup_lr", "min_lr"):
-            cfg.train[key] = cfg.train[key] * factor
+def scaled_train_config(cfg: DictConfig, world_size: int) -> DictConfig:
+    """``cfg.train`` with base, warmup and min lr scaled linearly to the effective batch (spec 6.3):
+    lr * batch_size * world_size * accumulation_steps / 4096. A copy: the run's config (and so its saved
+    ``config.yml``) keeps the rates as written, and a rerun from it scales them once, to the same values."""
+    factor = cfg.data.batch_size * world_size * max(1, cfg.train.accumulation_steps) / 4096.0
+    scaled = {key: cfg.train[key] * factor for key in ("base_lr", "warmup_lr", "min_lr")}
+    return OmegaConf.merge(cfg.train, scaled)
 
 
-def save_run_config(cfg: DictConfig) -> None:
-    """``<output>/config.yml``: the resolved run config (rank 0), written once the run's inputs have loaded."""
-    if get_rank() == 0:
-        container = OmegaConf.to_container(cfg, resolve=True)
-        container.pop("_base_", None)  # the saved file stands alone
-        OmegaConf.save(OmegaConf.create(container), Path(cfg.output) / "config.yml")
+def check_counts(cfg: DictConfig) -> None:
+    """``train.accumulation_steps`` and ``checkpoint.save_steps`` are whole numbers >= 0."""
+    for key, value in (("train.accumulation_steps", cfg.train.accumulation_steps),
+                       ("checkpoint.save_steps", cfg.checkpoint.save_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UserError(f"{key} must be a whole number >= 0, not {value!r}")
 
 
 def start_run(cfg: DictConfig, device: torch.device | None, logger: logging.Logger | None,
@@ -54,7 +52,6 @@ def start_run(cfg: DictConfig, device: torch.device | None, logger: logging.Logg
     """What both verbs do first: join the process group (if torchrun describes one), scale the learning rates,
     seed, create the output folder and its logger."""
     device = device or init_distributed()
-    scale_learning_rates(cfg, get_world_size())
     set_random_seed(cfg.seed + get_rank())
     torch.backends.cudnn.benchmark = device.type == "cuda"
     make_output_dir(cfg.output)
@@ -90,6 +87,7 @@ def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> 
     """Loaders, model (DDP with several processes), optimizer, schedule, grad scaler; resumed from
     ``checkpoint.resume`` or, with ``checkpoint.auto_resume``, from the output folder's newest checkpoint."""
     rank, world_size = get_rank(), get_world_size()
+    check_counts(cfg)
     guard = NonFiniteGuard(cfg.train.max_nonfinite_steps)
     pin = cfg.data.pin_memory and device.type == "cuda"
     train_loader = build_train_loader(cfg.data, rank, world_size, pin_memory=pin)
@@ -105,15 +103,22 @@ def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> 
     logger.info(f"model: {sum(p.numel() for p in model.parameters()):,} parameters")
     if cfg.train.compile:
         compile_forward(model, cfg.train.text_length_multiple)
-    optimizer = build_optimizer(cfg.train, model)
+    train_cfg = scaled_train_config(cfg, world_size)
+    optimizer = build_optimizer(train_cfg, model)
     precision = resolve_precision(cfg.train, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
-    scheduler = build_scheduler(cfg.train, optimizer, len(train_loader))
+    scheduler = build_scheduler(train_cfg, optimizer, len(train_loader))
     if world_size > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                         broadcast_buffers=False)
-    logger.info(f"precision {precision.name}; {len(train_loader)} iterations per epoch; lr {cfg.train.base_lr:.3g} "
-                f"(warmup {cfg.train.warmup_lr:.3g}, min {cfg.train.min_lr:.3g})")
+    accumulation = max(1, cfg.train.accumulation_steps)
+    steps = f"; {accumulation} iterations (micro-batches) per optimizer step" if accumulation > 1 else ""
+    logger.info(f"precision {precision.name}; {len(train_loader)} iterations per epoch{steps}; lr "
+                f"{train_cfg.base_lr:.3g} (warmup {train_cfg.warmup_lr:.3g}, min {train_cfg.min_lr:.3g}; "
+                f"scaled to the batch of {cfg.data.batch_size * world_size * accumulation})")
+    if len(train_loader) % accumulation:
+        logger.warning(f"the last {len(train_loader) % accumulation} iterations of each epoch do not fill an "
+                       f"optimizer step of {accumulation} and are not trained on")
     state = RunState(cfg=cfg, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                      precision=precision, device=device, logger=logger, guard=guard, train_loader=train_loader,
                      val_loader=val_loader, run_seg="seg" in cfg.evaluate.task, start_epoch=cfg.train.start_epoch)
@@ -126,7 +131,9 @@ def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> 
             logger.warning(f"auto-resume: using {found} instead of {resume}")
         resume = found
     if resume:
-        state.start_epoch, state.history.best = resume_training(resume, model, optimizer, scheduler, scaler, logger)
+        point = resume_training(resume, model, optimizer, scheduler, scaler, logger)
+        state.start_epoch, state.resume_iteration, state.resume_rng = point.epoch, point.iteration, point.rng
+        state.history.best = point.metrics
         guard.last_checkpoint = resume
     train_loader.set_first_epoch(state.start_epoch)
     if cfg.train.cuda_graph:
@@ -144,6 +151,5 @@ def train(cfg: DictConfig, device: torch.device | None = None, logger: logging.L
     visible, joining torchrun's process group); ``logger``: default ``<output>/log.txt`` and the console."""
     device, logger = start_run(cfg, device, logger)
     state = build_run(cfg, device, logger)
-    save_run_config(cfg)
     state.reporter = Reporter(cfg, logger) if get_rank() == 0 else None
     return run_epochs(state)

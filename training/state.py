@@ -50,4 +50,7 @@ class RunState:
     reporter: Reporter | None = None
     graphed_step: Any = None  # training.graphs.GraphedStep with train.cuda_graph
     start_epoch: int = 0
+    resume_iteration: int = 0  # iterations of ``start_epoch`` a step checkpoint had already trained
+    resume_rng: dict[str, Any] | None = None  # this process's RNG states after them
+    config_saved: bool = False  # config.yml is written after the run's first step
     history: History = field(default_factory=History)

@@ -34,6 +34,7 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
 
 # An --opts item that starts like `some.key=`: never taken as the value of a preceding bare key.
 _KEY_ASSIGNMENT = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*=")
+_RUN_SUFFIX = re.compile(r"_bs\d+x\d+$")  # what get_config appends to model_name
 
 
 def _first_line(error: Exception) -> str:
@@ -208,12 +209,15 @@ def get_config(args: argparse.Namespace) -> DictConfig:
     if not cfg.model_name:
         cfg.model_name = Path(args.cfg).stem
     world_size = int(os.environ.get("WORLD_SIZE", 1))
-    cfg.model_name = f"{cfg.model_name}_bs{cfg.data.batch_size}x{world_size}"
-    cfg.output = getattr(args, "output", None) or os.path.join("output", cfg.model_name)
+    # The _bs<batch>x<world> suffix is derived: a run's saved config.yml holds it, and gets it replaced, not doubled.
+    cfg.model_name = f"{_RUN_SUFFIX.sub('', cfg.model_name)}_bs{cfg.data.batch_size}x{world_size}"
+    saved_output = None if OmegaConf.is_missing(cfg, "output") else cfg.output  # a saved config.yml's own folder
     tag = getattr(args, "tag", None)
-    if tag:
-        cfg.tag = tag
-        cfg.output = os.path.join(cfg.output, tag)
+    if getattr(args, "output", None) or tag or not saved_output:
+        cfg.output = getattr(args, "output", None) or os.path.join("output", cfg.model_name)
+        if tag:
+            cfg.tag = tag
+            cfg.output = os.path.join(cfg.output, tag)
     if getattr(args, "wandb", None):
         cfg.wandb = True
     vis = getattr(args, "vis", None)

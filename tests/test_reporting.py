@@ -1,0 +1,48 @@
+"""Reporting: TensorBoard scalars, Weights & Biases in offline mode (wandb is an optional dependency), and the
+progress bar, which shows on an interactive terminal only."""
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from training import loop
+from training.reporting import Reporter
+
+
+def run_cfg(tmp_path, wandb: bool):
+    return OmegaConf.create({"output": str(tmp_path), "wandb": wandb, "model_name": "tiny_bs2x1", "tag": "default",
+                             "checkpoint": {"auto_resume": True}, "train": {"base_lr": 1e-3}})
+
+
+def test_wandb_offline_run_records_the_scalars(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    reporter = Reporter(run_cfg(tmp_path, wandb=True), logger=None)
+    reporter.scalars({"iter/total_loss": 4.5, "iter/lr": 1e-4}, 0)
+    reporter.scalars({"iter/total_loss": 3.25, "iter/lr": 2e-4}, 1)
+    reporter.close()
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+    summary = json.loads((runs[0] / "files" / "wandb-summary.json").read_text())
+    assert summary["iter/total_loss"] == 3.25 and summary["iter/lr"] == 2e-4
+    config = (runs[0] / "files" / "config.yaml").read_text()
+    assert "tiny_bs2x1" in config and "base_lr" in config
+
+
+def test_tensorboard_only_without_wandb(tmp_path):
+    reporter = Reporter(run_cfg(tmp_path, wandb=False), logger=None)
+    reporter.scalars({"epoch/acc1": 12.5}, 0)
+    reporter.close()
+    assert reporter.wandb is None and list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert not (tmp_path / "wandb").exists()
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_bar_only_on_a_terminal(monkeypatch, capsys, tty):
+    monkeypatch.setattr("sys.stderr.isatty", lambda: tty)
+    with loop.progress_bar(4, "epoch 0") as bar:
+        bar.update(4)
+    assert bar.disable is not tty
+    assert ("epoch 0" in capsys.readouterr().err) is tty
