@@ -52,8 +52,9 @@ def kill_point(text: str, awaited: str, writing: bool) -> bool:
 
 @pytest.mark.slow
 def test_ten_kills_at_random_steps_end_bit_identical(tmp_path):
-    """2 epochs of 6 steps; 10 kills at random steps in turn, 3 of them while checkpoint.pth is being written."""
-    cfg = write_tiny_setup(tmp_path, epochs=2, train_length=12, extra=SMALL)
+    """2 epochs of 6 steps; 10 kills at random steps in turn, 3 of them while checkpoint.pth is being written. (One
+    loader worker: the augmentations draw from the worker's RNGs, which the epoch's seeds fix.)"""
+    cfg = write_tiny_setup(tmp_path, epochs=2, train_length=12, num_workers=1, extra=SMALL)
     reference = start(cfg, tmp_path / "reference")
     out = tmp_path / "crashed"
     rng = random.Random(14)
@@ -89,8 +90,14 @@ def test_ten_kills_at_random_steps_end_bit_identical(tmp_path):
 
 
 def worker_pids(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in children.read_text().split()] if children.is_file() else []
+    """torchrun's workers: its child processes that run main_group_vit.py."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in map(int, task.read_text().split()):
+            cmdline = Path(f"/proc/{child}/cmdline")
+            if cmdline.is_file() and b"main_group_vit.py" in cmdline.read_bytes():
+                found.append(child)
+    return found
 
 
 @pytest.mark.slow
