@@ -52,7 +52,7 @@ from segmentation.evaluation import build_segmentor, load_seg_config  # noqa: E4
 from segmentation.evaluation.diagnostics import BG_THRESHOLDS, grouping_diagnostics, patch_grid_bound  # noqa: E402
 from training.precision import resolve_precision  # noqa: E402
 from training.rng import set_random_seed  # noqa: E402
-from training.run import scale_learning_rates  # noqa: E402
+from training.run import scaled_train_config  # noqa: E402
 from training.step import train_step  # noqa: E402
 from utils.config import apply_opts, load_config  # noqa: E402
 from utils.lr_scheduler import build_scheduler  # noqa: E402
@@ -220,13 +220,13 @@ def run_variant(name: str, args: argparse.Namespace, pool: Pool) -> dict:
     bound = round(patch_grid_bound(masks, cfg.model.img_encoder.patch_size, len(names)), 2)
     print(f"{name}: data {data_s:.0f} s, bound {bound}, opts {list(variant.opts) + list(args.opts)}", flush=True)
 
-    scale_learning_rates(cfg, world_size=1)
+    train_cfg = scaled_train_config(cfg, world_size=1)
     set_random_seed(cfg.seed)
     device = torch.device("cpu")
     model = build_model(cfg.model).to(device)
-    optimizer = build_optimizer(cfg.train, model)
+    optimizer = build_optimizer(train_cfg, model)
     iters = len(data["images"]) // cfg.data.batch_size
-    scheduler = build_scheduler(cfg.train, optimizer, iters)
+    scheduler = build_scheduler(train_cfg, optimizer, iters)
     precision = resolve_precision(cfg.train, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
     history = [{"step": 0, **evaluate(model, data, seg_cfg, cfg, names, args.bg)}]
