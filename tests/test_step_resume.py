@@ -107,10 +107,10 @@ def test_elastic_restart_resumes_from_the_last_step_checkpoint(tmp_path):
     cfg = write_tiny_setup(tmp_path, epochs=2, train_length=16, extra=SMALL)
     out = tmp_path / "out"
     run = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--max-restarts", "1",
-         "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "main_group_vit.py", "--cfg", str(cfg),
-         "--output", str(out)], cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True)
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2", "--max-restarts", "1",
+         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",  # (a fresh rendezvous per restart)
+         "main_group_vit.py", "--cfg", str(cfg), "--output", str(out)],
+        cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     saved = "saved " + str(out / "checkpoint.pth") + " (epoch 0, after iteration 2/4)"
     while saved not in new_log(out, 0):
         assert run.poll() is None, run.communicate()[1][-3000:]
