@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers_train_data import jpeg_bytes, write_caption_shards, write_tiny_setup
+from PIL import Image
 
 from utils.cli import run_cli
 from utils.errors import UserError
@@ -49,6 +50,27 @@ CASES = [
          r"wrong type for config key 'train\.epochs': expected a single value, got '\[1,2\]'"),
     Case("train-wrong-scalar-type", (*TRAIN, "--opts", "train.epochs=abc"),
          r"wrong type for config key 'train\.epochs': expected a number, got 'abc'"),
+    Case("train-wrong-type-in-file", (M, "--cfg", "{wrongtype}", "--output", "{out}"),
+         r"bad value for config key 'train\.epochs' in .*/wrong_type\.yml: expected a whole number >= 0, got 'abc'"),
+    Case("train-empty-config", (M, "--cfg", "{emptycfg}", "--output", "{out}"),
+         r"config .*/empty\.yml is empty \(an experiment config names configs/default\.yml in _base_"),
+    Case("train-batch-size-0", (*TRAIN, "--batch-size", "0"),
+         r"bad value for config key 'data\.batch_size' in --batch-size: expected a whole number >= 1, got 0"),
+    Case("train-batch-size-negative", (*TRAIN, "--batch-size", "-3"),
+         r"bad value for config key 'data\.batch_size' in --batch-size: expected a whole number >= 1, got -3"),
+    Case("train-negative-workers", (*TRAIN, "--opts", "data.num_workers=-2"),  # -1: from the cores
+         r"bad value for config key 'data\.num_workers' in --opts item 'data\.num_workers=-2': expected a whole "
+         r"number >= -1, got -2"),
+    Case("train-image-below-one-patch", (*TRAIN, "--opts", "data.img_aug.img_size=8"),
+         r"bad value for config key 'data\.img_aug\.img_size' in the config of .*/tiny_train\.yml: 8 is smaller "
+         r"than one patch \(model\.img_encoder\.patch_size=16\)"),
+    Case("demo-empty-image", (D, "--resume", "{ckpt}", "--input", "{emptyimage}", "--output_dir", "{out}"),
+         r".*/empty\.jpg is empty \(0 bytes\)"),
+    Case("demo-truncated-image", (D, "--resume", "{ckpt}", "--input", "{truncated}", "--output_dir", "{out}"),
+         r".*/truncated\.jpg is a truncated or corrupt JPEG image \(image file is truncated"),
+    Case("demo-thin-image", (D, "--resume", "{ckpt}", "--input", "{thin}", "--output_dir", "{out}"),
+         r".*/thin\.png is too small or too thin: after the test pipeline's resize it is 2048×5 pixels, less than "
+         r"one 16×16 patch"),
     Case("train-missing-config", (M, "--cfg", "{tmp}/missing.yml", "--output", "{out}"),
          r"config file not found: .*/missing\.yml"),
     Case("train-missing-data-folder", (*TRAIN, "--opts", "data.dataset.meta.tiny_pairs.path={tmp}/nowhere"),
@@ -129,6 +151,17 @@ def materials(tmp_path_factory) -> dict[str, Path]:
     torch.save({"model": {"w": torch.zeros(1)}, "config": Payload(paths["marker"])}, paths["evil"])
     paths["afile"].write_text("a file, not a folder\n")
     paths["notimage"].write_text("not an image\n")
+    paths["wrongtype"] = tmp / "wrong_type.yml"
+    paths["wrongtype"].write_text(f"_base_: {paths['cfg']}\ntrain:\n  epochs: abc\n")
+    paths["emptycfg"] = tmp / "empty.yml"
+    paths["emptycfg"].write_text("")
+    paths["emptyimage"] = tmp / "empty.jpg"
+    paths["emptyimage"].write_bytes(b"")
+    paths["truncated"] = tmp / "truncated.jpg"
+    whole = jpeg_bytes(3, size=(64, 48))
+    paths["truncated"].write_bytes(whole[:len(whole) // 2])
+    paths["thin"] = tmp / "thin.png"
+    Image.new("RGB", (4000, 10)).save(paths["thin"])  # 2048x5 after the keep-ratio resize (long side <= 2048)
     (tmp / "imagenet" / "n01440764").mkdir(parents=True)
     (tmp / "imagenet" / "n01440764" / "a.JPEG").write_bytes(jpeg_bytes(1))
     paths["readonly"].mkdir(mode=0o555)

@@ -2,7 +2,9 @@
 
 The behaviour follows the official GroupViT loader (see the spec, section 2) with three deliberate fixes:
 a list `_base_` works (each path relative to the file that names it), `--opts` also takes the
-`key value` pairs the original README shows, and mistakes raise a one-line `UserError`.
+`key value` pairs the original README shows, and mistakes raise a one-line `UserError`. Every value is checked
+against its declared type and range (`utils.config_schema.SCHEMA`) where it is read: in its file, in `--opts`,
+from a CLI shortcut, and in the finished config.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from utils.config_schema import check_config, check_file_values, check_value
 from utils.errors import UserError
 
 __all__ = ["all_keys", "apply_opts", "cfg_to_dict", "get_config", "load_config", "parse_opts"]
@@ -31,6 +34,12 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("eval", "evaluate.eval_only"),
     ("keep", "checkpoint.max_kept"),
 )
+
+# Keys get_config computes from the command line (the output folder decides which run lock is taken).
+SET_BY_FLAGS = {"output": "--output (and --tag)", "local_rank": "--local_rank or the LOCAL_RANK variable"}
+# What every run reads from its config, whatever the script (a file not built on configs/default.yml lacks them).
+REQUIRED = ("data.batch_size", "model_name", "checkpoint", "evaluate")
+_ABSENT = object()
 
 # An --opts item that starts like `some.key=`: never taken as the value of a preceding bare key.
 _KEY_ASSIGNMENT = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*=")
@@ -65,6 +74,10 @@ def _load(path: Path, chain: tuple[Path, ...], referrer: Path | None) -> DictCon
         raise UserError(f"cannot parse config {path}: {_first_line(e)}") from e
     if not isinstance(cfg, DictConfig):
         raise UserError(f"config {path} must be a mapping at the top level")
+    if not cfg.keys():
+        raise UserError(f"config {path} is empty (an experiment config names configs/default.yml in _base_ and "
+                        "sets at least a model section)")
+    check_file_values(cfg, str(path))
     if "_base_" not in cfg:
         return cfg
     bases = cfg._base_
@@ -176,6 +189,7 @@ def apply_opts(cfg: DictConfig, opts: Sequence[str] | None) -> DictConfig:
         except (OmegaConfBaseException, yaml.YAMLError) as e:
             raise UserError(f"cannot parse --opts item '{item}': {' '.join(str(e).split())}") from e
         _check_kind(key, node, _lookup(override, key), text)
+        check_file_values(override, f"--opts item '{item}'")
         try:
             cfg.merge_with(override)
         except ConfigKeyError as e:  # an unknown key inside a mapping value, e.g. train={base_lrr: 1}
@@ -198,13 +212,22 @@ def get_config(args: argparse.Namespace) -> DictConfig:
     cfg = load_config(args.cfg)
     OmegaConf.set_struct(cfg, True)
     opts = getattr(args, "opts", None)
+    for item in parse_opts(opts):
+        key = item.split("=", 1)[0].strip()
+        if key in SET_BY_FLAGS:  # get_config sets them: an --opts value would be dropped silently
+            raise UserError(f"config key '{key}' is set by {SET_BY_FLAGS[key]}, not --opts")
     if opts:
         apply_opts(cfg, opts)
     for name, key in SHORTCUTS:
         value = getattr(args, name, None)
         if value is not None and value is not False:
             _lookup(cfg, key)
+            check_value(key, value, f"--{name.replace('_', '-')}")
             OmegaConf.update(cfg, key, value, merge=False)
+    missing = [key for key in REQUIRED if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT]
+    if missing:
+        raise UserError(f"{args.cfg} is not an experiment config: it lacks {', '.join(missing)} (build it on "
+                        "configs/default.yml with _base_, as configs/group_vit_gcc_yfcc_30e.yml does)")
 
     if not cfg.model_name:
         cfg.model_name = Path(args.cfg).stem
@@ -226,6 +249,7 @@ def get_config(args: argparse.Namespace) -> DictConfig:
     local_rank = getattr(args, "local_rank", None)
     cfg.local_rank = int(local_rank if local_rank is not None else os.environ.get("LOCAL_RANK", 0))
 
+    check_config(cfg, f"the config of {args.cfg}")
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
