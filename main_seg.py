@@ -23,11 +23,13 @@ from segmentation.evaluation import evaluate_seg
 from segmentation.evaluation.suite import SUITE, parse_suite, run_suite
 from segmentation.model_loading import experiment_config, load_eval_model
 from segmentation.vis import VIS_MODES, check_vis_modes
+from utils import interrupt
 from utils.cli import add_debug_flag, make_output_dir, run_cli
 from utils.config import cfg_to_dict
 from utils.distributed import close_distributed, get_rank, init_distributed
 from utils.errors import UserError
 from utils.logger import get_logger
+from utils.run_lock import hold_run_lock
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,26 +76,29 @@ def main(argv: list[str] | None = None) -> float:
     device = init_distributed()  # cuda:LOCAL_RANK or cpu; joins the process group under torchrun
     try:
         output = make_output_dir(cfg.output)
-        logger = get_logger(output)
-        model, cfg = load_eval_model(cfg, cfg.checkpoint.resume, device)
-        if get_rank() == 0:
-            (output / "config.json").write_text(json.dumps(cfg_to_dict(cfg), indent=2))
-        if suite is not None:
-            logger.info("evaluating %s on the suite %s", cfg.checkpoint.resume, ", ".join(suite))
-            results = run_suite(cfg, model, suite, logger, args.skip_missing, bg_threshs, vis_modes,
-                                output / "vis_imgs")
+        with hold_run_lock(output, device):
+            logger = get_logger(output)
+            model, cfg = load_eval_model(cfg, cfg.checkpoint.resume, device)
+            interrupt.now_doing(f"evaluating {cfg.checkpoint.resume}")
+            interrupt.progress.resume = "rerun the command to evaluate again (no results were written)"
             if get_rank() == 0:
-                paths = results.write(output)
-                logger.info("results written to %s and %s", *paths)
-            return results.mean_miou()
-        logger.info("evaluating %s on %s", cfg.checkpoint.resume, cfg.evaluate.seg.cfg)
-        results = evaluate_seg(cfg, model, logger, vis_modes, output / "vis_imgs", bg_threshs)
-        if get_rank() == 0:
-            path = output / "seg_results.json"
-            path.write_text(json.dumps({"dataset_cfg": cfg.evaluate.seg.cfg, "checkpoint": cfg.checkpoint.resume,
-                                        **results.to_json()}, indent=2))
-            logger.info("results written to %s", path)
-        return results.miou
+                (output / "config.json").write_text(json.dumps(cfg_to_dict(cfg), indent=2))
+            if suite is not None:
+                logger.info("evaluating %s on the suite %s", cfg.checkpoint.resume, ", ".join(suite))
+                results = run_suite(cfg, model, suite, logger, args.skip_missing, bg_threshs, vis_modes,
+                                    output / "vis_imgs")
+                if get_rank() == 0:
+                    paths = results.write(output)
+                    logger.info("results written to %s and %s", *paths)
+                return results.mean_miou()
+            logger.info("evaluating %s on %s", cfg.checkpoint.resume, cfg.evaluate.seg.cfg)
+            results = evaluate_seg(cfg, model, logger, vis_modes, output / "vis_imgs", bg_threshs)
+            if get_rank() == 0:
+                path = output / "seg_results.json"
+                path.write_text(json.dumps({"dataset_cfg": cfg.evaluate.seg.cfg, "checkpoint": cfg.checkpoint.resume,
+                                            **results.to_json()}, indent=2))
+                logger.info("results written to %s", path)
+            return results.miou
     finally:
         close_distributed()
 

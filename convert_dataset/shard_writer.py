@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import webdataset as wds
 
+from utils import interrupt
 from utils.atomic_files import fsync_folder, partial_path
 from utils.errors import UserError
 
@@ -58,6 +59,9 @@ class ShardWriter:
         ):
             self.next_shard()
         if self._tar is None:
+            interrupt.now_doing(f"writing {self._final_path()}")
+            interrupt.progress.resume = (f"{len(self.shards)} complete shard(s) in {self.pattern.parent}, no partial "
+                                         "one; a conversion cannot resume: remove them and rerun")
             self._file = open(partial_path(self._final_path()), "wb")  # closed by next_shard/abort
             self._tar = wds.TarWriter(self._file)
             self._count = self._size = 0

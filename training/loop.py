@@ -29,6 +29,7 @@ from training.evaluate import evaluate_epoch
 from training.rng import epoch_seed, set_random_seed, set_rng_state
 from training.state import History, RunState
 from training.step import accumulated_step, train_step
+from utils import interrupt
 from utils.distributed import get_rank, get_world_size
 from utils.errors import UserError
 
@@ -91,6 +92,7 @@ def train_one_epoch(state: RunState, epoch: int) -> dict[str, float]:
     start = end = time.time()
     with logging_redirect_tqdm([logger]), progress_bar(num_steps, f"epoch {epoch}", skip) as bar:
         for idx, batch in enumerate(loader, start=skip):
+            interrupt.now_doing(f"training epoch {epoch}, step {idx}/{num_steps}")
             micro_batches.append(batch)
             if len(micro_batches) < accumulation:
                 continue
@@ -169,19 +171,23 @@ def run_epochs(state: RunState) -> History:
     metrics = history.best
     try:
         for epoch in range(state.start_epoch, cfg.train.epochs):
+            interrupt.now_doing(f"training epoch {epoch} (of {state.start_epoch}-{cfg.train.epochs - 1})")
             losses = train_one_epoch(state, epoch)
             results, best = {}, []
             if epoch % cfg.evaluate.eval_freq == 0 or epoch == cfg.train.epochs - 1:
+                interrupt.now_doing(f"evaluating after epoch {epoch}")
                 results, best, state.run_seg = evaluate_epoch(cfg, state.model, state.val_loader, state.run_seg,
                                                               metrics, state.precision, state.device, logger)
             if epoch % cfg.checkpoint.save_freq == 0 or epoch == cfg.train.epochs - 1 or best:
                 saved = Path(cfg.output) / f"ckpt_epoch_{epoch}.pth"
+                interrupt.now_doing(f"saving the checkpoint of epoch {epoch}")
                 if get_rank() == 0:
                     ckpt = training_state(state.model, state.optimizer, state.scheduler, state.scaler, epoch, metrics,
                                           cfg)
                     save_epoch_checkpoint(cfg.output, ckpt, cfg.checkpoint.max_kept, best)
                     logger.info(f"saved {saved}" + "".join(f" (best {m})" for m in best))
                 state.guard.last_checkpoint = str(saved)
+                interrupt.progress.resume = interrupt.checkpoint_hint(saved, cfg.checkpoint.auto_resume)
             if state.reporter is not None:
                 scalars = {f"epoch/{k}": v for k, v in {**results, **metrics}.items() if k != "num_images"}
                 state.reporter.scalars(scalars, epoch)

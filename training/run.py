@@ -21,6 +21,7 @@ from training.reporting import Reporter
 from training.rng import set_random_seed
 from training.state import History, RunState
 from training.step import NonFiniteGuard, compile_forward
+from utils import interrupt
 from utils.checkpoint import auto_resume_helper, load_checkpoint, remove_partial_saves
 from utils.cli import make_output_dir
 from utils.distributed import get_rank, get_world_size, init_distributed
@@ -28,6 +29,7 @@ from utils.errors import UserError
 from utils.logger import get_logger
 from utils.lr_scheduler import build_scheduler
 from utils.optimizer import build_optimizer
+from utils.run_lock import hold_run_lock
 
 
 def scaled_train_config(cfg: DictConfig, world_size: int) -> DictConfig:
@@ -65,22 +67,26 @@ def evaluate(cfg: DictConfig, device: torch.device | None = None,
              logger: logging.Logger | None = None) -> dict[str, float]:
     """Zero-shot ImageNet top-1/top-5 of the checkpoint ``checkpoint.resume`` (or the output folder's newest);
     no training shard is needed."""
-    device, logger = start_run(cfg, device, logger)
-    resume = cfg.checkpoint.resume or (cfg.checkpoint.auto_resume and auto_resume_helper(cfg.output))
-    if not resume:
-        raise UserError("--eval needs weights: give --resume CHECKPOINT (a path or URL)")
-    pin = cfg.data.pin_memory and device.type == "cuda"
-    loader = build_val_loader(cfg.data, get_rank(), get_world_size(), pin_memory=pin)
-    ckpt = load_checkpoint(resume)  # a .pth, a transformers folder or a Hub id
-    cfg = with_model_config(cfg, ckpt)  # without a model section in --cfg: the checkpoint's
-    model = build_model(cfg.model).to(device)
-    load_eval_state(model, ckpt["model"])
-    save_run_config(cfg)
-    precision = resolve_precision(cfg.train, device)
-    metrics = evaluate_cls(cfg, model, loader, precision, device)
-    logger.info(f"Accuracy of {resume} on the {metrics['num_images']} test images: top-1 {metrics['acc1']:.2f}%  "
-                f"top-5 {metrics['acc5']:.2f}%  ({precision.name})")
-    return metrics
+    device = device or init_distributed()
+    with hold_run_lock(cfg.output, device):
+        device, logger = start_run(cfg, device, logger)
+        resume = cfg.checkpoint.resume or (cfg.checkpoint.auto_resume and auto_resume_helper(cfg.output))
+        if not resume:
+            raise UserError("--eval needs weights: give --resume CHECKPOINT (a path or URL)")
+        interrupt.now_doing(f"evaluating {resume}")
+        interrupt.progress.resume = "rerun the command to evaluate again"
+        pin = cfg.data.pin_memory and device.type == "cuda"
+        loader = build_val_loader(cfg.data, get_rank(), get_world_size(), pin_memory=pin)
+        ckpt = load_checkpoint(resume)  # a .pth, a transformers folder or a Hub id
+        cfg = with_model_config(cfg, ckpt)  # without a model section in --cfg: the checkpoint's
+        model = build_model(cfg.model).to(device)
+        load_eval_state(model, ckpt["model"])
+        save_run_config(cfg)
+        precision = resolve_precision(cfg.train, device)
+        metrics = evaluate_cls(cfg, model, loader, precision, device)
+        logger.info(f"Accuracy of {resume} on the {metrics['num_images']} test images: top-1 {metrics['acc1']:.2f}%"
+                    f"  top-5 {metrics['acc5']:.2f}%  ({precision.name})")
+        return metrics
 
 
 def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> RunState:
@@ -130,11 +136,13 @@ def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> 
         if resume and resume != found:
             logger.warning(f"auto-resume: using {found} instead of {resume}")
         resume = found
+    interrupt.progress.resume = "no checkpoint was saved yet"
     if resume:
         point = resume_training(resume, model, optimizer, scheduler, scaler, logger)
         state.start_epoch, state.resume_iteration, state.resume_rng = point.epoch, point.iteration, point.rng
         state.history.best = point.metrics
         guard.last_checkpoint = resume
+        interrupt.progress.resume = interrupt.checkpoint_hint(resume, cfg.checkpoint.auto_resume)
     train_loader.set_first_epoch(state.start_epoch)
     if cfg.train.cuda_graph:
         if world_size > 1 or cfg.train.accumulation_steps > 1:
@@ -149,7 +157,9 @@ def train(cfg: DictConfig, device: torch.device | None = None, logger: logging.L
     """Pretrain as ``cfg`` says (a run config as ``utils.config.get_config`` makes it: ``output`` set); returns the
     history (per-iteration losses, per-epoch metrics, best metrics). ``device``: default the process's (CUDA when
     visible, joining torchrun's process group); ``logger``: default ``<output>/log.txt`` and the console."""
-    device, logger = start_run(cfg, device, logger)
-    state = build_run(cfg, device, logger)
-    state.reporter = Reporter(cfg, logger) if get_rank() == 0 else None
-    return run_epochs(state)
+    device = device or init_distributed()
+    with hold_run_lock(cfg.output, device):  # one run per output folder
+        device, logger = start_run(cfg, device, logger)
+        state = build_run(cfg, device, logger)
+        state.reporter = Reporter(cfg, logger) if get_rank() == 0 else None
+        return run_epochs(state)

@@ -1,14 +1,17 @@
-"""Entry-script glue: user mistakes become one line on stderr and a non-zero exit."""
+"""Entry-script glue: user mistakes become one line on stderr and a non-zero exit; Ctrl-C and SIGTERM stop the command
+with one line (``utils.interrupt``)."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from utils import interrupt
 from utils.errors import UserError
 
 if TYPE_CHECKING:
@@ -39,19 +42,24 @@ def run_cli(main: Callable[[], object], debug: bool | None = None) -> None:
     """Run ``main()``; a ``UserError`` (or a file problem: missing, not writable, a file where a folder should be)
     prints ``error: <message>`` and exits with 2.
 
-    ``debug`` (default: ``--debug`` in ``sys.argv``) re-raises instead, with the full traceback.
+    SIGINT and SIGTERM stop it (``utils.interrupt``): whatever exception follows the signal, one line says where it
+    stopped and how to go on, and the exit code is 130 or 143. ``debug`` (default: ``--debug`` in ``sys.argv``)
+    re-raises user errors instead, with the full traceback.
     """
     debug = "--debug" in sys.argv if debug is None else debug
-    try:
-        main()
-    except (UserError, *_FILE_ERRORS) as e:
-        if debug:
-            raise
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    with interrupt.handling_stop_signals():
+        try:
+            main()
+        except BaseException as e:
+            signum = interrupt.stop_requested()
+            if signum is None and isinstance(e, KeyboardInterrupt):  # raised by other means than our handler
+                signum = signal.SIGINT
+            if signum is not None:
+                interrupt.exit_stopped(e, signum)
+            if debug or not isinstance(e, (UserError, *_FILE_ERRORS)):
+                raise
+            print(f"error: {_one_line(e)}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
 
 
 def make_output_dir(path: str | os.PathLike) -> Path:

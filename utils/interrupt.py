@@ -1,0 +1,159 @@
+"""Ctrl-C (SIGINT) and SIGTERM stop every command within seconds, with one line saying where and how to go on.
+
+``utils.cli.run_cli`` installs the handlers (``handling_stop_signals``). The first signal raises ``Interrupted`` (a
+``KeyboardInterrupt``) in the main thread at once; whatever exception the stop then causes (a DataLoader worker
+gone, a peer rank gone) is reported as the interruption: ``run_cli`` calls ``exit_stopped``, which prints
+``stop_line()`` and exits 130 (SIGINT) or 143 (SIGTERM). Outputs are written atomically (checkpoints, shards), so a
+stop leaves complete files only.
+
+- A second signal more than ``REPEAT_WINDOW_S`` after the first exits at once (the same press delivered twice, by
+  the terminal to the process group and by torchrun to its workers, counts once).
+- If the stop itself takes longer than ``STOP_DEADLINE_S`` (e.g. a collective that waits for a rank that is gone),
+  the process exits anyway.
+- Forked children (DataLoader workers) inherit the handler but ignore SIGINT: the main process shuts them down (it
+  drops the stopped frames, so their loaders close), so none dies while handing over a batch.
+  SIGTERM ends them as by default.
+
+Commands say what they are doing with ``now_doing`` (e.g. 'training epoch 3, step 5/10'), which also raises
+``Interrupted`` again should the first raise have been swallowed (a signal handled inside a callback whose
+exceptions Python ignores, such as an at-fork hook), and how to continue in ``progress.resume`` (e.g. 'the last
+complete checkpoint is out/checkpoint.pth: ...'); the stop line reports both.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_DEADLINE_S = 10.0
+REPEAT_WINDOW_S = 0.5
+
+
+@dataclass
+class Progress:
+    """What the command is doing, and how to continue after a stop (both for the stop line)."""
+
+    doing: str = "starting"
+    resume: str = ""
+
+
+@dataclass
+class _StopState:
+    owner: int = 0  # the pid that installed the handlers
+    signum: int | None = None  # the first stop signal received
+    at: float = 0.0  # when (time.monotonic)
+
+
+progress = Progress()
+_state = _StopState()
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread by the first SIGINT or SIGTERM."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def exit_code(signum: int) -> int:
+    """The shell's code for a process stopped by ``signum``: 128 + the signal number (130, 143)."""
+    return 128 + signum
+
+
+def stop_requested() -> int | None:
+    """The first stop signal received, or None."""
+    return _state.signum
+
+
+def stop_line() -> str:
+    name = signal.Signals(_state.signum or signal.SIGINT).name
+    resume = progress.resume or "there is nothing to resume from"
+    return f"interrupted ({name}) while {progress.doing}; {resume}"
+
+
+def now_doing(doing: str) -> None:
+    """Record what the command is doing (for the stop line); raise ``Interrupted`` if a stop was requested."""
+    progress.doing = doing
+    if _state.signum is not None and os.getpid() == _state.owner:
+        raise Interrupted(_state.signum)
+
+
+def checkpoint_hint(checkpoint: str | os.PathLike, auto_resume: bool) -> str:
+    """``progress.resume`` for a run whose last complete checkpoint is ``checkpoint``."""
+    again = "rerun the same command (checkpoint.auto_resume) or pass" if auto_resume else "pass"
+    return f"the last complete checkpoint is {checkpoint}: to resume, {again} --resume {checkpoint}"
+
+
+def exit_stopped(error: BaseException, signum: int) -> None:
+    """End a stopped process: close what only the stopped frames held, print the stop line, exit 128 + ``signum``.
+
+    The tracebacks of ``error`` (and the exceptions chained to it) are dropped and collected, so that DataLoader
+    iterators shut their workers down now; logs are flushed; remaining child processes are terminated; the
+    interpreter's own teardown, which takes seconds for torch's modules on a busy machine, is skipped.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
+    gc.collect()
+    for child in multiprocessing.active_children():
+        child.terminate()
+    logging.shutdown()
+    _exit_now(stop_line(), exit_code(signum))
+
+
+def _exit_now(message: str, code: int | None = None) -> None:
+    """Print ``message`` (rank 0 only) and end the process at once."""
+    if os.environ.get("RANK", "0") == "0":
+        print(message, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(exit_code(_state.signum or signal.SIGINT) if code is None else code)
+
+
+def _handle(signum: int, frame: object) -> None:
+    if os.getpid() != _state.owner:  # a forked DataLoader worker: its main process stops it
+        if signum == signal.SIGTERM:  # what multiprocessing sends its daemonic children at exit: end as by default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        return
+    now = time.monotonic()
+    if _state.signum is None:
+        _state.signum, _state.at = signum, now
+        deadline = threading.Timer(STOP_DEADLINE_S, _exit_now,
+                                   args=(f"{stop_line()} (forced: the stop took over {STOP_DEADLINE_S:g} s)",))
+        deadline.daemon = True
+        deadline.start()
+        raise Interrupted(signum)
+    if now - _state.at > REPEAT_WINDOW_S:
+        _exit_now(f"interrupted again ({signal.Signals(signum).name}): exiting at once, while {progress.doing}")
+
+
+@contextmanager
+def handling_stop_signals() -> Iterator[None]:
+    """Handle SIGINT and SIGTERM in this process as described above during the block (main thread only; elsewhere
+    nothing changes); the previous handlers come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    _state.owner, _state.signum = os.getpid(), None
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _handle)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
