@@ -136,7 +136,6 @@ def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> 
         if resume and resume != found:
             logger.warning(f"auto-resume: using {found} instead of {resume}")
         resume = found
-    interrupt.progress.resume = "no checkpoint was saved yet"
     if resume:
         point = resume_training(resume, model, optimizer, scheduler, scaler, logger)
         state.start_epoch, state.resume_iteration, state.resume_rng = point.epoch, point.iteration, point.rng
@@ -159,6 +158,8 @@ def train(cfg: DictConfig, device: torch.device | None = None, logger: logging.L
     visible, joining torchrun's process group); ``logger``: default ``<output>/log.txt`` and the console."""
     device = device or init_distributed()
     with hold_run_lock(cfg.output, device):  # one run per output folder
+        interrupt.now_doing("setting up the run (data loaders, model, optimizer)")
+        interrupt.progress.resume = "no checkpoint was saved yet"
         device, logger = start_run(cfg, device, logger)
         state = build_run(cfg, device, logger)
         state.reporter = Reporter(cfg, logger) if get_rank() == 0 else None

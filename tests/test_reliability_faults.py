@@ -1,0 +1,314 @@
+"""Fault injection against the real commands, run as subprocesses.
+
+- 10 SIGINT trials (to the whole process group, as Ctrl-C in a terminal sends it) and 10 SIGTERM trials (to the
+  main process, as ``kill`` sends it) at seeded random moments of a tiny CPU training run with 2 DataLoader workers
+  that evaluates and saves a checkpoint every epoch: every trial stops within STOP_LIMIT_S with exit code 130 / 143
+  and one line naming where it stopped and the checkpoint to resume from; every checkpoint on disk is complete, no
+  partial file is left, the workers are gone and the run lock is free.
+- Conversion: SIGINT / SIGTERM while convert_imagenet.py writes shards leaves complete shards only.
+- torchrun with 2 ranks: one Ctrl-C stops every rank.
+- A second Ctrl-C exits at once; a stop that hangs is forced after utils.interrupt.STOP_DEADLINE_S.
+- Two runs into one output folder: the second is refused naming the first; a killed run's lock does not block.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from helpers_train_data import jpeg_bytes, write_tiny_setup
+
+from utils.checkpoint import load_checkpoint
+from utils.interrupt import STOP_DEADLINE_S
+from utils.run_lock import LOCK_NAME, acquire
+
+ROOT = Path(__file__).resolve().parents[1]
+TRIALS = 10
+STOP_LIMIT_S = 15.0  # from the signal to the end of every process of the command (a loaded 2-core machine)
+STOP_LINE = re.compile(r"^interrupted \((SIGINT|SIGTERM)\) while (.+); (.+)$")
+CHECKPOINT_NAMED = re.compile(r"the last complete checkpoint is (\S+): to resume")
+ENV = {**{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")},
+       "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+@dataclass
+class Stopped:
+    returncode: int
+    stderr: str
+    stop_s: float  # signal -> every process of the group gone
+    delay_s: float  # when the signal was sent, after the command's first sign of work
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 300) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"ended before the fault was injected:\n{process.communicate()[1][-3000:]}"
+        assert time.monotonic() < end, "the command never got going"
+        time.sleep(0.02)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def interrupt_command(argv: list[str], started, signum: int, delay_s: float, to_group: bool,
+                      stderr_path: Path) -> Stopped:
+    """Start ``argv`` in its own process group, wait until ``started()``, then ``delay_s``, send ``signum`` (to the
+    group or to the main process) and time the stop until no process of the group is left."""
+    with open(stderr_path, "w") as stderr:
+        process = subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                                   stderr=stderr, start_new_session=True)
+        try:
+            wait_for(started, process)
+            time.sleep(delay_s)
+            assert process.poll() is None, "the command ended before the signal"
+            sent = time.monotonic()
+            (os.killpg if to_group else os.kill)(process.pid, signum)
+            process.wait(timeout=120)
+            while group_alive(process.pid) and time.monotonic() - sent < 60:
+                time.sleep(0.02)
+            stop_s = time.monotonic() - sent
+        finally:
+            if group_alive(process.pid):
+                os.killpg(process.pid, signal.SIGKILL)
+    return Stopped(process.returncode, stderr_path.read_text(), stop_s, delay_s)
+
+
+def check_stop_line(stopped: Stopped, signum: int) -> re.Match:
+    lines = [line for line in stopped.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    assert stopped.returncode == 128 + signum, stopped.stderr[-3000:]
+    match = STOP_LINE.match(lines[-1]) if lines else None
+    assert match and match[1] == signal.Signals(signum).name, stopped.stderr[-3000:]
+    assert sum(bool(STOP_LINE.match(line)) for line in lines) == 1
+    return match
+
+
+# --------------------------------------------------------------------------------------------- training trials
+
+
+TRAIN_TRIALS = [(signum, i) for signum in (signal.SIGINT, signal.SIGTERM) for i in range(TRIALS)]
+
+
+def trial_id(trial: tuple[int, int]) -> str:
+    return f"{signal.Signals(trial[0]).name.lower()}-trial-{trial[1] + 1:02d}-of-{TRIALS}"
+
+
+@pytest.fixture(scope="module")
+def train_cfg(tmp_path_factory) -> Path:
+    """100 epochs of 2 steps (never reached), zero-shot classification and a checkpoint after every epoch."""
+    return write_tiny_setup(tmp_path_factory.mktemp("faults"), epochs=100, train_length=4, num_workers=2,
+                            extra={"evaluate.task": ["cls"], "checkpoint.max_kept": 2})
+
+
+def run_train_trial(cfg: Path, trial: tuple[int, int]) -> tuple[Stopped, Path]:
+    signum, index = trial
+    out = cfg.parent / "trials" / trial_id(trial)
+    delay = random.Random(f"{signum}-{index}").uniform(0.0, 4.0)  # after the run's first log line
+    log = out / "log.txt"
+    stopped = interrupt_command(["main_group_vit.py", "--cfg", str(cfg), "--output", str(out)], log.is_file,
+                                signum, delay, to_group=signum == signal.SIGINT, stderr_path=out.parent /
+                                f"{trial_id(trial)}.stderr")
+    return stopped, out
+
+
+@pytest.fixture(scope="module")
+def train_trials(request, train_cfg) -> dict[str, tuple[Stopped, Path]]:
+    """The selected trials, two at a time."""
+    selected = [item.callspec.params["trial"] for item in request.session.items
+                if item.module is request.module and getattr(item, "originalname", "") == "test_training_stops"]
+    (train_cfg.parent / "trials").mkdir(exist_ok=True)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = pool.map(lambda trial: run_train_trial(train_cfg, trial), selected)
+        return dict(zip(map(trial_id, selected), results, strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", TRAIN_TRIALS, ids=trial_id)
+def test_training_stops(trial, train_trials):
+    signum = trial[0]
+    stopped, out = train_trials[trial_id(trial)]
+    match = check_stop_line(stopped, signum)
+    print(f"{trial_id(trial)}: signal {stopped.delay_s:.2f} s after the first log line, while {match[2]}; "
+          f"every process gone {stopped.stop_s:.2f} s later")
+    assert stopped.stop_s < STOP_LIMIT_S, f"stopped after {stopped.stop_s:.1f} s"
+    assert not [p.name for p in out.iterdir() if p.name.endswith((".tmp", ".partial"))], "partial file left"
+    for path in out.glob("*.pth"):  # complete, loadable training checkpoints only
+        assert {"model", "optimizer", "lr_scheduler", "epoch"} <= set(load_checkpoint(path)), path
+    named = CHECKPOINT_NAMED.search(match[3])
+    if named:
+        assert Path(named[1]).is_file() and "epoch" in load_checkpoint(named[1])
+    else:
+        assert match[3] == "no checkpoint was saved yet", match[3]
+    lock = acquire(out)  # released
+    assert lock is not None
+    os.close(lock)
+
+
+# --------------------------------------------------------------------------------------------- conversion
+
+
+@pytest.fixture(scope="module")
+def imagenet_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("imagenet") / "val"
+    for c in range(2):
+        (root / f"n0000000{c}").mkdir(parents=True)
+        for i in range(1500):
+            (root / f"n0000000{c}" / f"img{c}_{i:05d}.JPEG").write_bytes(jpeg_bytes(i % 50, size=(16, 12)))
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_conversion_stops_with_complete_shards_only(imagenet_folder, tmp_path, signum):
+    out = tmp_path / "shards"
+    stopped = interrupt_command(["convert_dataset/convert_imagenet.py", str(imagenet_folder), "--num-classes", "2",
+                                 "--num-shards", "60", "--shards-out", str(out)],
+                                lambda: out.is_dir() and len(list(out.glob("*.tar"))) >= 2, signum, 0.0,
+                                to_group=signum == signal.SIGINT, stderr_path=tmp_path / "stderr.txt")
+    match = check_stop_line(stopped, signum)
+    assert stopped.stop_s < STOP_LIMIT_S
+    assert match[2].startswith(f"writing {out}/imagenet-val-") and "complete shard(s)" in match[3]
+    assert not [p.name for p in out.iterdir() if not p.name.endswith(".tar")], "partial shard left"
+    for shard in out.glob("*.tar"):
+        with tarfile.open(shard) as tar:
+            assert len(tar.getmembers()) == 2 * 50  # 50 images per shard, jpg + cls each
+
+
+# --------------------------------------------------------------------------------------------- torchrun
+
+
+@pytest.mark.slow
+def test_one_ctrl_c_stops_every_torchrun_rank(train_cfg, tmp_path):
+    out = tmp_path / "dist"
+    with socket_port() as port:
+        argv = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                "--master_port", str(port), "main_group_vit.py", "--cfg", str(train_cfg), "--output", str(out),
+                "--opts", "data.num_workers=0"]
+    log = out / "log.txt"
+    stopped = interrupt_command(argv, lambda: log.is_file() and "Train:" in log.read_text(), signal.SIGINT, 1.0,
+                                to_group=True, stderr_path=tmp_path / "stderr.txt")
+    assert stopped.returncode != 0 and stopped.stop_s < STOP_LIMIT_S + 5, stopped.stderr[-3000:]
+    assert "interrupted (SIGINT) while" in stopped.stderr  # rank 0's line
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    for path in out.glob("*.pth"):
+        assert "epoch" in load_checkpoint(path)
+
+
+class socket_port:
+    """A free TCP port on 127.0.0.1 (closed again on exit, for torchrun to bind)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------------------------- repeats, deadline
+
+
+SLOW_STOP = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from utils import interrupt
+    from utils.cli import run_cli
+
+    def main():
+        interrupt.now_doing("a command whose clean-up hangs")
+        print("ready", file=sys.stderr, flush=True)
+        try:
+            time.sleep(120)
+        finally:
+            time.sleep(120)  # the stop's clean-up never ends
+
+    run_cli(main)
+""")
+
+
+@pytest.mark.slow
+def test_second_ctrl_c_exits_at_once_and_a_hung_stop_is_forced(tmp_path):
+    script = tmp_path / "slow_stop.py"
+    script.write_text(SLOW_STOP.format(root=str(ROOT)))
+    err = tmp_path / "err.txt"
+
+    def ready() -> bool:
+        return err.is_file() and "ready" in err.read_text()
+
+    with open(err, "w") as stderr:
+        process = subprocess.Popen([sys.executable, str(script)], env=ENV, stderr=stderr, start_new_session=True)
+        wait_for(ready, process)
+        process.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        assert process.poll() is None  # the first stop hangs
+        again = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    assert time.monotonic() - again < 3 and process.returncode == 130
+    assert err.read_text().splitlines()[-1] == ("interrupted again (SIGINT): exiting at once, while a command whose "
+                                                "clean-up hangs")
+
+    with open(err, "w") as stderr:
+        process = subprocess.Popen([sys.executable, str(script)], env=ENV, stderr=stderr, start_new_session=True)
+        wait_for(ready, process)
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert STOP_DEADLINE_S <= time.monotonic() - sent < STOP_DEADLINE_S + 5 and process.returncode == 143
+    assert err.read_text().splitlines()[-1] == (f"interrupted (SIGTERM) while a command whose clean-up hangs; there "
+                                                f"is nothing to resume from (forced: the stop took over "
+                                                f"{STOP_DEADLINE_S:g} s)")
+
+
+# --------------------------------------------------------------------------------------------- one run per folder
+
+
+@pytest.mark.slow
+def test_one_run_per_output_folder(train_cfg, tmp_path):
+    """A second run into the folder (under any spelling of its path) is refused naming the first; the first goes on;
+    once the first is killed (SIGKILL: no clean-up at all), its lock file does not block a new run."""
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "main_group_vit.py", "--cfg", str(train_cfg), "--output", str(out)],
+                             cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        log = out / "log.txt"
+        wait_for(lambda: log.is_file() and "Train:" in log.read_text(), first)
+        (tmp_path / "alias").symlink_to(out)
+        for spelling in (out, tmp_path / "alias", Path(os.path.relpath(out, ROOT))):
+            second = subprocess.run([sys.executable, "main_group_vit.py", "--cfg", str(train_cfg), "--output",
+                                     str(spelling)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+            lines = second.stderr.strip().splitlines()
+            assert second.returncode == 2 and len(lines) == 1, second.stderr[-3000:]
+            assert re.match(rf"error: another run is using the output folder {re.escape(str(spelling))} \(pid "
+                            rf"{first.pid} on \S+, started .*: python\S* main_group_vit\.py --cfg .*\); wait for it "
+                            r"to end, stop it, or choose another --output$", lines[0]), lines[0]
+        assert first.poll() is None
+        assert log.read_text().count("training tiny_train") == 1  # the refused runs wrote nothing into the log
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert (out / LOCK_NAME).is_file()  # left behind by the killed run
+    third = subprocess.run([sys.executable, "main_group_vit.py", "--cfg", str(train_cfg), "--output", str(out),
+                            "--opts", "train.epochs=1"], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                           timeout=600)
+    assert third.returncode == 0, third.stderr[-3000:]
