@@ -48,6 +48,7 @@ class ShardWriter:
                 "remove them or write to another folder"
             )
         folder.mkdir(parents=True, exist_ok=True)
+        interrupt.progress.resume = f"no shard was completed in {folder}"
 
     def _final_path(self) -> Path:
         return self.pattern.with_name(self.pattern.name % len(self.shards))
@@ -60,8 +61,6 @@ class ShardWriter:
             self.next_shard()
         if self._tar is None:
             interrupt.now_doing(f"writing {self._final_path()}")
-            interrupt.progress.resume = (f"{len(self.shards)} complete shard(s) in {self.pattern.parent}, no partial "
-                                         "one; a conversion cannot resume: remove them and rerun")
             self._file = open(partial_path(self._final_path()), "wb")  # closed by next_shard/abort
             self._tar = wds.TarWriter(self._file)
             self._count = self._size = 0
@@ -81,6 +80,8 @@ class ShardWriter:
         os.replace(partial_path(final), final)
         fsync_folder(final.parent)
         self.shards.append(final)
+        interrupt.progress.resume = (f"{len(self.shards)} complete shard(s) in {final.parent}, no partial one; a "
+                                     "conversion cannot resume: remove them and rerun")
         self._tar = self._file = None
 
     def abort(self) -> None:

@@ -36,7 +36,7 @@ from utils.run_lock import LOCK_NAME, acquire
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = 10
 STOP_LIMIT_S = 15.0  # from the signal to the end of every process of the command (a loaded 2-core machine)
-STOP_LINE = re.compile(r"^interrupted \((SIGINT|SIGTERM)\) while (.+); (.+)$")
+STOP_LINE = re.compile(r"^interrupted \((SIGINT|SIGTERM)\) while (.+?); (.+)$")
 CHECKPOINT_NAMED = re.compile(r"the last complete checkpoint is (\S+): to resume")
 ENV = {**{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")},
        "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
