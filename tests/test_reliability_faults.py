@@ -1,8 +1,9 @@
 """Fault injection against the real commands, run as subprocesses.
 
 - 10 SIGINT trials (to the whole process group, as Ctrl-C in a terminal sends it) and 10 SIGTERM trials (to the
-  main process, as ``kill`` sends it) at seeded random moments of a tiny CPU training run with 2 DataLoader workers
-  that evaluates and saves a checkpoint every epoch: every trial stops within STOP_LIMIT_S with exit code 130 / 143
+  main process, as ``kill`` sends it) at seeded random moments (0-1 s after a log line of each phase: setting up,
+  training, evaluation, checkpoint, next epoch) of a tiny CPU training run with 2 DataLoader workers that evaluates
+  and saves a checkpoint every epoch: every trial stops within STOP_LIMIT_S with exit code 130 / 143
   and one line naming where it stopped and the checkpoint to resume from; every checkpoint on disk is complete, no
   partial file is left, the workers are gone and the run lock is free.
 - Conversion: SIGINT / SIGTERM while convert_imagenet.py writes shards leaves complete shards only.
@@ -48,6 +49,7 @@ class Stopped:
     stderr: str
     stop_s: float  # signal -> every process of the group gone
     delay_s: float  # when the signal was sent, after the command's first sign of work
+    anchor: str = ""  # that sign (a log line)
 
 
 def wait_for(condition, process: subprocess.Popen, timeout: float = 300) -> None:
@@ -116,14 +118,22 @@ def train_cfg(tmp_path_factory) -> Path:
                             extra={"evaluate.task": ["cls"], "checkpoint.max_kept": 2})
 
 
+# Log lines the trials start their random delay from, in turn, so that the signals fall into every phase of the run
+# whatever the machine's speed: setting up, the first training steps, the evaluation and checkpoint of epoch 0, the
+# next epoch after a checkpoint exists.
+ANCHORS = ("training tiny_train", "Train: [0/100][0/", "Accuracy on the", "saved ")
+
+
 def run_train_trial(cfg: Path, trial: tuple[int, int]) -> tuple[Stopped, Path]:
     signum, index = trial
     out = cfg.parent / "trials" / trial_id(trial)
-    delay = random.Random(f"{signum}-{index}").uniform(0.0, 4.0)  # after the run's first log line
+    anchor = ANCHORS[index % len(ANCHORS)]
+    delay = random.Random(f"{signum}-{index}").uniform(0.0, 1.0)
     log = out / "log.txt"
-    stopped = interrupt_command(["main_group_vit.py", "--cfg", str(cfg), "--output", str(out)], log.is_file,
-                                signum, delay, to_group=signum == signal.SIGINT, stderr_path=out.parent /
-                                f"{trial_id(trial)}.stderr")
+    stopped = interrupt_command(["main_group_vit.py", "--cfg", str(cfg), "--output", str(out)],
+                                lambda: log.is_file() and anchor in log.read_text(), signum, delay,
+                                to_group=signum == signal.SIGINT, stderr_path=out.parent / f"{trial_id(trial)}.stderr")
+    stopped.anchor = anchor
     return stopped, out
 
 
@@ -144,8 +154,8 @@ def test_training_stops(trial, train_trials):
     signum = trial[0]
     stopped, out = train_trials[trial_id(trial)]
     match = check_stop_line(stopped, signum)
-    print(f"{trial_id(trial)}: signal {stopped.delay_s:.2f} s after the first log line, while {match[2]}; "
-          f"every process gone {stopped.stop_s:.2f} s later")
+    print(f"{trial_id(trial)}: signal {stopped.delay_s:.2f} s after the log line {stopped.anchor!r}, while "
+          f"{match[2]}; every process gone {stopped.stop_s:.2f} s later")
     assert stopped.stop_s < STOP_LIMIT_S, f"stopped after {stopped.stop_s:.1f} s"
     assert not [p.name for p in out.iterdir() if p.name.endswith((".tmp", ".partial"))], "partial file left"
     for path in out.glob("*.pth"):  # complete, loadable training checkpoints only

@@ -64,6 +64,9 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
     (folder / "notes.txt").write_text("hello, not an image\n")
     (folder / "fake.png").write_text("hello, not an image either\n")
     Image.new("1", (12_000, 10_000)).save(folder / "giant.png")  # 120 megapixels, a few kB on disk
+    Image.new("1", (20_000, 16_000)).save(folder / "bomb.png")  # 320 megapixels: over Pillow's own bomb limit
+    Image.new("RGB", (4000, 10)).save(folder / "thin.png")  # 2048x5 after the test pipeline's resize
+    (folder / "empty.jpg").write_bytes(b"")
     return {path.stem: path for path in folder.iterdir()}
 
 
@@ -125,6 +128,10 @@ def test_presets_keep_the_dataset_classes_colours_and_config():
     ("notes", VOCAB, None, "`notes.txt` is not an image that can be read"),
     ("fake", VOCAB, None, "`fake.png` is not an image that can be read"),
     ("giant", VOCAB, None, "`giant.png` is too large \\(12000×10000 pixels\\): at most 100 megapixels"),
+    ("bomb", VOCAB, None, "`bomb.png` is too large \\(20000×16000 pixels\\): at most 100 megapixels"),
+    ("thin", VOCAB, None, "the image is too small or too thin: after the test pipeline's resize it is 2048×5 "
+                          "pixels, less than one 16×16 patch"),
+    ("empty", VOCAB, None, "`empty.jpg` is empty \\(0 bytes\\)"),
     (COFFEE, VOCAB, "2", "the background threshold must be between 0 and 1, not 2"),
     (COFFEE, VOCAB, "high", "the background threshold must be a number between 0 and 1, not 'high'"),
 ])

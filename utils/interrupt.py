@@ -14,14 +14,15 @@ stop leaves complete files only.
   drops the stopped frames, so their loaders close), so none dies while handing over a batch.
   SIGTERM ends them as by default.
 
-Commands say what they are doing with ``now_doing`` (e.g. 'training epoch 3, step 5/10'), which also raises
-``Interrupted`` again should the first raise have been swallowed (a signal handled inside a callback whose
-exceptions Python ignores, such as an at-fork hook), and how to continue in ``progress.resume`` (e.g. 'the last
-complete checkpoint is out/checkpoint.pth: ...'); the stop line reports both.
+A raise that lands inside a callback whose exceptions Python ignores (an import lock's weakref callback, an at-fork
+hook, a ``__del__``) is delivered again right after it. Commands say what they are doing with ``now_doing`` (e.g.
+'training epoch 3, step 5/10'), which also raises ``Interrupted`` once a stop was requested, and how to continue in
+``progress.resume`` (e.g. 'the last complete checkpoint is out/checkpoint.pth: ...'); the stop line reports both.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import multiprocessing
@@ -30,13 +31,15 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOP_DEADLINE_S = 10.0
 REPEAT_WINDOW_S = 0.5
+REDELIVER_AFTER_S = 0.05
 
 
 @dataclass
@@ -52,6 +55,7 @@ class _StopState:
     owner: int = 0  # the pid that installed the handlers
     signum: int | None = None  # the first stop signal received
     at: float = 0.0  # when (time.monotonic)
+    redeliver: bool = False  # the Interrupted was swallowed: raise it again when the signal comes back
 
 
 progress = Progress()
@@ -129,6 +133,9 @@ def _handle(signum: int, frame: object) -> None:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
         return
+    if _state.redeliver:
+        _state.redeliver = False
+        raise Interrupted(_state.signum)
     now = time.monotonic()
     if _state.signum is None:
         _state.signum, _state.at = signum, now
@@ -141,6 +148,18 @@ def _handle(signum: int, frame: object) -> None:
         _exit_now(f"interrupted again ({signal.Signals(signum).name}): exiting at once, while {progress.doing}")
 
 
+def _unraisable(hook_args: Any, previous: Callable[[Any], object]) -> None:
+    """``sys.unraisablehook``: an ``Interrupted`` raised inside a callback whose exceptions Python ignores (an
+    import lock's weakref callback, an at-fork hook, a ``__del__``) is delivered again right after it, silently."""
+    if isinstance(hook_args.exc_value, Interrupted) and os.getpid() == _state.owner:
+        _state.redeliver = True  # a moment later, from another thread: the handler then runs after this callback
+        resend = threading.Timer(REDELIVER_AFTER_S, os.kill, args=(os.getpid(), hook_args.exc_value.signum))
+        resend.daemon = True
+        resend.start()
+        return
+    previous(hook_args)
+
+
 @contextmanager
 def handling_stop_signals() -> Iterator[None]:
     """Handle SIGINT and SIGTERM in this process as described above during the block (main thread only; elsewhere
@@ -149,7 +168,9 @@ def handling_stop_signals() -> Iterator[None]:
         yield
         return
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    _state.owner, _state.signum = os.getpid(), None
+    previous_hook = sys.unraisablehook
+    _state.owner, _state.signum, _state.redeliver = os.getpid(), None, False
+    sys.unraisablehook = functools.partial(_unraisable, previous=previous_hook)
     for signum in STOP_SIGNALS:
         signal.signal(signum, _handle)
     try:
@@ -157,3 +178,4 @@ def handling_stop_signals() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        sys.unraisablehook = previous_hook
