@@ -116,7 +116,13 @@ def test_all_bad_training_run_stops_with_the_reason_in_the_log(tmp_path):
 
 @pytest.mark.parametrize("value", [-0.1, 1.5, "half"])
 def test_max_bad_fraction_is_checked(tmp_path, value):
-    cfg = load_config(write_tiny_setup(tmp_path, extra={"data.max_bad_fraction": value}))
+    """By the config schema when the file is read, and again by the loader (a config built in code)."""
+    path = write_tiny_setup(tmp_path, extra={"data.max_bad_fraction": value})
+    with pytest.raises(UserError, match=r"bad value for config key 'data\.max_bad_fraction' in .*tiny_train\.yml: "
+                                        r"expected a number >= 0 and <= 1"):
+        load_config(path)
+    cfg = load_config(write_tiny_setup(tmp_path))
+    cfg.data.max_bad_fraction = value
     with pytest.raises(UserError, match="data.max_bad_fraction must be a number between 0 and 1"):
         build_train_loader(cfg.data)
 

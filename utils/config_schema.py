@@ -148,6 +148,8 @@ SCHEMA: dict[str, Rule] = {
     "evaluate.seg.cfg": STR,
     "evaluate.seg.template": STR,
     "evaluate.seg.opts": Rule("list"),
+    "evaluate.seg.protocol": STR,  # its names: segmentation/evaluation/protocols.py
+    "evaluate.seg.short_side": _int(1, nullable=True),
     "checkpoint.auto_resume": BOOL,
     "checkpoint.resume": Rule("str", nullable=True),
     "checkpoint.freq": INT,
@@ -173,6 +175,8 @@ SCHEMA: dict[str, Rule] = {
     "model.img_encoder.num_output_groups": POSITIVE_LIST,
     "model.img_encoder.embed_factors": POSITIVE_LIST,
     "model.img_encoder.hard_assignment": BOOL,
+    "model.img_encoder.assign_init_scale": Rule("list", item=_num(0, low_open=True)),
+    "model.img_encoder.gumbel": BOOL,
     "model.img_encoder.mlp_ratio": _num(0, low_open=True),
     "model.img_encoder.qkv_bias": BOOL,
     "model.img_encoder.patch_norm": BOOL,
