@@ -56,6 +56,7 @@ class _StopState:
     signum: int | None = None  # the first stop signal received
     at: float = 0.0  # when (time.monotonic)
     redeliver: bool = False  # the Interrupted was swallowed: raise it again when the signal comes back
+    exiting: bool = False  # exit_stopped has begun: nothing is raised any more
 
 
 progress = Progress()
@@ -89,7 +90,7 @@ def stop_line() -> str:
 def now_doing(doing: str) -> None:
     """Record what the command is doing (for the stop line); raise ``Interrupted`` if a stop was requested."""
     progress.doing = doing
-    if _state.signum is not None and os.getpid() == _state.owner:
+    if _state.signum is not None and not _state.exiting and os.getpid() == _state.owner:
         raise Interrupted(_state.signum)
 
 
@@ -106,6 +107,7 @@ def exit_stopped(error: BaseException, signum: int) -> None:
     iterators shut their workers down now; logs are flushed; remaining child processes are terminated; the
     interpreter's own teardown, which takes seconds for torch's modules on a busy machine, is skipped.
     """
+    _state.exiting = True
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
@@ -133,9 +135,11 @@ def _handle(signum: int, frame: object) -> None:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
         return
-    if _state.redeliver:
+    if _state.redeliver:  # the signal sent again by _unraisable, not a second press
         _state.redeliver = False
-        raise Interrupted(_state.signum)
+        if not _state.exiting:
+            raise Interrupted(_state.signum)
+        return
     now = time.monotonic()
     if _state.signum is None:
         _state.signum, _state.at = signum, now
@@ -169,7 +173,7 @@ def handling_stop_signals() -> Iterator[None]:
         return
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     previous_hook = sys.unraisablehook
-    _state.owner, _state.signum, _state.redeliver = os.getpid(), None, False
+    _state.owner, _state.signum, _state.redeliver, _state.exiting = os.getpid(), None, False, False
     sys.unraisablehook = functools.partial(_unraisable, previous=previous_hook)
     for signum in STOP_SIGNALS:
         signal.signal(signum, _handle)
