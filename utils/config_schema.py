@@ -155,6 +155,7 @@ SCHEMA: dict[str, Rule] = {
     "checkpoint.freq": INT,
     "checkpoint.max_kept": _int(-1),
     "checkpoint.save_freq": POSITIVE,
+    "checkpoint.save_steps": NON_NEGATIVE,
     "model_name": Rule("str", nullable=True),
     "output": STR,
     "tag": Rule("str", nullable=True),
