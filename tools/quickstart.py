@@ -6,7 +6,7 @@
 
 Steps: generate the synthetic world (--world, datasets/synthetic/; skipped when ``<data-dir>/info.json`` already
 describes the same data), evaluate the untrained model, train a small GroupViT (configs/quickstart.yml) with the
-project's own training loop (main_group_vit.py, in this process; zero-shot segmentation and classification after every
+project's own engine (``training.train``, in this process; zero-shot segmentation and classification after every
 epoch), then evaluate the trained model on the held-out segmentation set (segmentation/evaluation) and the
 classification set, write pictures (segmentation/vis.py) and a loss/mIoU curve, and print a summary.
 
@@ -40,8 +40,9 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from datasets.synthetic import DEFAULT_WORLD, WORLDS, WorldSpec  # noqa: E402
+from training.state import History  # noqa: E402
 from utils.cli import add_debug_flag, run_cli  # noqa: E402
-from utils.config import apply_opts, load_config  # noqa: E402
+from utils.config import apply_opts, get_config, load_config  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.logger import get_logger  # noqa: E402
 
@@ -174,7 +175,7 @@ def save_config(cfg: DictConfig, path: Path) -> None:
 
 
 def select_device(name: str) -> torch.device:
-    """Make ``name`` the device main_group_vit.py picks (it takes CUDA when visible): must run before CUDA starts."""
+    """Make ``name`` the device the training engine picks (it takes CUDA when visible): must run before CUDA starts."""
     device = torch.device(name)
     if device.type == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -296,15 +297,6 @@ def upscale(array: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(array, factor, axis=0), factor, axis=1)
 
 
-def read_scalars(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar series of a TensorBoard folder: name -> [(step, value)]."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-
-
 def plot_curves(curves: dict[str, Any], path: Path) -> None:
     """Loss per iteration (left) and mIoU / top-1 per epoch (right, epoch 0 = untrained, chance dashed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -328,13 +320,13 @@ def plot_curves(curves: dict[str, Any], path: Path) -> None:
     fig.savefig(path)
 
 
-def training_curves(tb_dir: Path, untrained: dict[str, float], chance: float) -> dict[str, Any]:
-    """Loss per iteration and the per-epoch evaluations, from the run's TensorBoard scalars."""
-    scalars = read_scalars(tb_dir)
-    loss = {k.split("/", 1)[1]: v for k, v in scalars.items() if k.startswith("iter/") and k.endswith("loss")}
+def training_curves(history: History, untrained: dict[str, float], chance: float) -> dict[str, Any]:
+    """Loss per iteration and the per-epoch evaluations, from the history ``training.train`` returns."""
+    names = [name for name in (history.steps[0] if history.steps else {}) if name.endswith("loss")]
+    loss = {name: [(step["iteration"], step[name]) for step in history.steps] for name in names}
     metrics = {}
-    for name, tag in (("mIoU", "epoch/miou"), ("top-1", "epoch/acc1")):
-        metrics[name] = [(0, untrained[name])] + [(step + 1, value) for step, value in scalars.get(tag, [])]
+    for name, key in (("mIoU", "miou"), ("top-1", "acc1")):
+        metrics[name] = [(0, untrained[name])] + [(e["epoch"] + 1, e[key]) for e in history.epochs if key in e]
     return {"loss": loss, "metrics": metrics, "chance_miou": chance}
 
 
@@ -382,12 +374,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     train_dir = args.output / "train"
     with timer("training"):
-        import main_group_vit
+        from training import train
 
         shutil.rmtree(train_dir, ignore_errors=True)  # a fresh run: no resume, no mixed logs
         logger.info(f"training: {cfg.train.epochs} epochs of {cfg.data.dataset.meta.synthetic.length} pairs, "
                     f"batch {cfg.data.batch_size}, on {device} ({args.threads} threads); log {train_dir / 'log.txt'}")
-        main_group_vit.main(["--cfg", str(config_path), "--output", str(train_dir)])
+        history = train(get_config(argparse.Namespace(cfg=str(config_path), output=str(train_dir))), device=device)
 
     with timer("final evaluation"):
         checkpoint = train_dir / "checkpoint.pth"
@@ -401,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with timer("pictures"):
         pictures = draw_pictures(cfg, model, seg_root, args.output / "pictures", args.pictures)
         untrained = {"mIoU": untrained_seg["mIoU"], "top-1": untrained_cls["acc1"]}
-        curves = training_curves(train_dir / "tensorboard", untrained, chance["all_background"])
+        curves = training_curves(history, untrained, chance["all_background"])
         (args.output / "curves.json").write_text(json.dumps(curves) + "\n")
         plot_curves(curves, args.output / "curves.png")
 
