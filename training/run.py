@@ -33,9 +33,10 @@ from utils.run_lock import hold_run_lock
 
 
 def scaled_train_config(cfg: DictConfig, world_size: int) -> DictConfig:
-    """``cfg.train`` with base, warmup and min lr scaled linearly to the effective batch (as the reference's main_group_vit.py does):
-    lr * batch_size * world_size * accumulation_steps / 4096. A copy: the run's config (and so its saved
-    ``config.yml``) keeps the rates as written, and a rerun from it scales them once, to the same values."""
+    """``cfg.train`` with base, warmup and min lr scaled linearly to the effective batch, as the reference's
+    main_group_vit.py does: lr * batch_size * world_size * accumulation_steps / 4096. A copy: the run's config
+    (and so its saved ``config.yml``) keeps the rates as written, and a rerun from it scales them once, to the
+    same values."""
     factor = cfg.data.batch_size * world_size * max(1, cfg.train.accumulation_steps) / 4096.0
     scaled = {key: cfg.train[key] * factor for key in ("base_lr", "warmup_lr", "min_lr")}
     return OmegaConf.merge(cfg.train, scaled)
