@@ -88,4 +88,5 @@ def test_resume_of_a_url_goes_through_the_safe_loader(tmp_path, evil_url, comman
         main(argv)
     assert downloads == [URL] and loads and all(w is True for w in loads)
     assert not marker.exists()
-    assert {p.name for p in (tmp_path / "out").iterdir()} <= {"log.txt"}  # no config, checkpoint or result written
+    # no config, checkpoint or result written (run.lock is the released lock of the one-run-per-folder rule)
+    assert {p.name for p in (tmp_path / "out").iterdir()} <= {"log.txt", "run.lock"}

@@ -103,8 +103,8 @@ def checkpoint_hint(checkpoint: str | os.PathLike, auto_resume: bool) -> str:
 def exit_stopped(error: BaseException, signum: int) -> None:
     """End a stopped process: close what only the stopped frames held, print the stop line, exit 128 + ``signum``.
 
-    The tracebacks of ``error`` (and the exceptions chained to it) are dropped and collected, so that DataLoader
-    iterators shut their workers down now; logs are flushed; remaining child processes are terminated; the
+    Child processes (DataLoader workers) are terminated; the tracebacks of ``error`` (and the exceptions chained to
+    it) are dropped and collected, so that DataLoader iterators close now; logs are flushed; the
     interpreter's own teardown, which takes seconds for torch's modules on a busy machine, is skipped.
     """
     _state.exiting = True
@@ -113,9 +113,9 @@ def exit_stopped(error: BaseException, signum: int) -> None:
         seen.add(id(error))
         error.__traceback__ = None
         error = error.__cause__ or error.__context__
+    for child in multiprocessing.active_children():  # first: a worker still serving a shared tensor to this
+        child.terminate()                              # process would print a traceback when gc closes the pipe
     gc.collect()
-    for child in multiprocessing.active_children():
-        child.terminate()
     logging.shutdown()
     _exit_now(stop_line(), exit_code(signum))
 
