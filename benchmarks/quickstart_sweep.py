@@ -45,12 +45,13 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from common import ROOT, Table, machine_description  # isort: skip  (common puts the project on sys.path)
 
 import datasets.synthetic as syn  # noqa: E402
-from datasets import Tokenize, WordAugTokenizeWrapper, build_dataset_class_tokens  # noqa: E402
+from datasets import Tokenize, WordAugTokenizeWrapper  # noqa: E402
 from datasets.synthetic import WORLDS, WorldSpec  # noqa: E402
 from models import build_model  # noqa: E402
 from segmentation.evaluation import build_segmentor, load_seg_config  # noqa: E402
 from segmentation.evaluation.diagnostics import BG_THRESHOLDS, grouping_diagnostics, patch_grid_bound  # noqa: E402
-from training.precision import resolve_precision  # noqa: E402
+from training.evaluate import evaluate_cls  # noqa: E402
+from training.precision import Precision, resolve_precision  # noqa: E402
 from training.rng import set_random_seed  # noqa: E402
 from training.run import scaled_train_config  # noqa: E402
 from training.step import train_step  # noqa: E402
@@ -174,16 +175,14 @@ def evaluate(model: torch.nn.Module, data: dict, seg_cfg, cfg, names: Sequence[s
     return result
 
 
-@torch.no_grad()
 def classify(model: torch.nn.Module, data: dict, cfg, classnames: Sequence[str]) -> float:
-    tokens = build_dataset_class_tokens(Tokenize(max_seq_len=cfg.data.text_aug.max_seq_len),
-                                        cfg.evaluate.cls.template, classnames)
-    text = model.build_text_embedding(tokens)  # [N, E]
-    hits = 0
-    for start in range(0, len(data["cls"]), 250):
-        logits = model.zero_shot_pred(normalise(data["cls"][start:start + 250]), text)  # [B, N]
-        hits += (logits.argmax(1) == data["cls_labels"][start:start + 250]).sum().item()
-    return round(100 * hits / len(data["cls"]), 2)
+    """Top-1 (%) of the project's one zero-shot classifier (``training.evaluate.evaluate_cls``) on the in-memory
+    classification set."""
+    cls_cfg = OmegaConf.merge(cfg, {"evaluate": {"cls": {"classnames": list(classnames)}}})
+    batches = [{"image": normalise(data["cls"][start:start + 250]), "target": data["cls_labels"][start:start + 250]}
+               for start in range(0, len(data["cls"]), 250)]
+    device = next(model.parameters()).device
+    return round(evaluate_cls(cls_cfg, model, batches, Precision("fp32", None, False), device)["acc1"], 2)
 
 
 @torch.no_grad()
