@@ -32,13 +32,11 @@ from common import (  # isort: skip  (benchmarks/ is not a package; common puts 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import build_model  # noqa: E402
-from training.precision import Precision  # noqa: E402
+from training.precision import FP32  # noqa: E402
 from training.step import accumulated_step, train_step  # noqa: E402
 from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.config import apply_opts  # noqa: E402
 from utils.optimizer import build_optimizer  # noqa: E402
-
-FP32 = Precision("fp32", None, False)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -51,7 +51,7 @@ from models import build_model  # noqa: E402
 from segmentation.evaluation import build_segmentor, load_seg_config  # noqa: E402
 from segmentation.evaluation.diagnostics import BG_THRESHOLDS, grouping_diagnostics, patch_grid_bound  # noqa: E402
 from training.evaluate import evaluate_cls  # noqa: E402
-from training.precision import Precision, resolve_precision  # noqa: E402
+from training.precision import FP32, resolve_precision  # noqa: E402
 from training.rng import set_random_seed  # noqa: E402
 from training.run import scaled_train_config  # noqa: E402
 from training.step import train_step  # noqa: E402
@@ -182,7 +182,7 @@ def classify(model: torch.nn.Module, data: dict, cfg, classnames: Sequence[str])
     batches = [{"image": normalise(data["cls"][start:start + 250]), "target": data["cls_labels"][start:start + 250]}
                for start in range(0, len(data["cls"]), 250)]
     device = next(model.parameters()).device
-    return round(evaluate_cls(cls_cfg, model, batches, Precision("fp32", None, False), device)["acc1"], 2)
+    return round(evaluate_cls(cls_cfg, model, batches, FP32, device)["acc1"], 2)
 
 
 @torch.no_grad()

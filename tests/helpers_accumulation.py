@@ -55,7 +55,7 @@ def main(out_dir: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from training.precision import Precision
+    from training.precision import FP32
     from training.step import accumulated_step
     from utils.distributed import get_rank, init_distributed
 
@@ -65,7 +65,7 @@ def main(out_dir: str) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     local = {k: v[8 * rank:8 * rank + 8] for k, v in make_batch().items()}
     accumulated_step(model, split(local, 2), optimizer, torch.amp.GradScaler("cpu", enabled=False),
-                     Precision("fp32", None, False), clip_grad=None)
+                     FP32, clip_grad=None)
     if rank == 0:
         torch.save({n: p.detach() for n, p in model.module.named_parameters()}, Path(out_dir) / "weights.pt")
     dist.destroy_process_group()

@@ -10,10 +10,8 @@ import torch
 from helpers_accumulation import make_batch, split, tiny_model
 from test_distributed import ROOT, clean_env, free_port
 
-from training.precision import Precision
+from training.precision import FP32
 from training.step import accumulated_step, train_step
-
-FP32 = Precision("fp32", None, False)
 
 
 def sgd_step(model, run) -> dict[str, torch.Tensor]:

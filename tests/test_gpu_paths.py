@@ -18,7 +18,7 @@ from test_perf_equivalence import mixed_text
 from datasets.builder import DeviceFeeder, DeviceImages, build_img_transform, build_train_loader, loader_workers
 from models.transformer import text_lengths
 from training.graphs import DeviceLR
-from training.precision import Precision
+from training.precision import FP32
 from training.step import compile_forward, train_step
 from utils.config import load_config
 from utils.errors import UserError
@@ -111,15 +111,14 @@ def test_a_steady_state_training_step_reads_nothing_back(tiny_model):
     text = mixed_text(2)
     batch = {"image": torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)), "text": text}
     lengths = text_lengths(text)  # the loader's side, on the host copy of the tokens
-    fp32 = Precision("fp32", None, False)
-    train_step(model, {**batch, "text_lengths": lengths}, optimizer, scaler, fp32, clip_grad=5.0)
+    train_step(model, {**batch, "text_lengths": lengths}, optimizer, scaler, FP32, clip_grad=5.0)
     with HostSyncCounter() as reads:
-        losses, norm, finite = train_step(model, {**batch, "text_lengths": lengths}, optimizer, scaler, fp32,
+        losses, norm, finite = train_step(model, {**batch, "text_lengths": lengths}, optimizer, scaler, FP32,
                                           clip_grad=5.0)
         torch.stack([finite.float(), norm, *losses.values()])  # what the loop keeps until its next log line
     assert reads.total == 0, reads.counts
     with HostSyncCounter() as reads:  # the counter sees the reads: lengths from the device tokens are two
-        train_step(model, batch, optimizer, scaler, fp32, clip_grad=5.0)
+        train_step(model, batch, optimizer, scaler, FP32, clip_grad=5.0)
     assert reads.counts == {"_local_scalar_dense": 2}
 
 

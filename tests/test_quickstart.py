@@ -130,12 +130,12 @@ def test_reported_numbers_are_recomputed(run):
     from datasets.builder import build_val_loader
     from segmentation.model_loading import load_eval_model
     from training.evaluate import evaluate_cls
-    from training.precision import Precision
+    from training.precision import FP32
     from utils.config import load_config
 
     cfg = load_config(results["paths"]["config"])
     model, _ = load_eval_model(cfg, results["paths"]["checkpoint"], torch.device("cpu"))
-    reference = evaluate_cls(cfg, model, build_val_loader(cfg.data), Precision("fp32", None, False),
+    reference = evaluate_cls(cfg, model, build_val_loader(cfg.data), FP32,
                              torch.device("cpu"))
     assert reference["acc1"] == pytest.approx(results["top1"]) and reference["num_images"] == 12
 

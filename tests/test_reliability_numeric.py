@@ -12,11 +12,9 @@ from helpers_train_data import write_tiny_setup
 
 import main_group_vit
 from models.multi_label_contrastive import MultiLabelContrastive
-from training.precision import Precision
+from training.precision import FP32
 from training.step import NonFiniteGuard, train_step
 from utils.errors import UserError
-
-FP32 = Precision("fp32", None, False)
 
 
 class Toy(torch.nn.Module):

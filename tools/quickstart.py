@@ -206,9 +206,9 @@ def evaluate_cls(cfg: DictConfig, model: torch.nn.Module, device: torch.device) 
     training runs it), keeping the class names and each image's target and top-5 predictions."""
     from datasets.builder import build_val_loader
     from training.evaluate import evaluate_cls
-    from training.precision import Precision
+    from training.precision import FP32
 
-    return evaluate_cls(cfg, model, build_val_loader(cfg.data), Precision("fp32", None, False), device,
+    return evaluate_cls(cfg, model, build_val_loader(cfg.data), FP32, device,
                         keep_predictions=True)
 
 

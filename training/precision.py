@@ -25,6 +25,9 @@ class Precision:
         return torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None)
 
 
+FP32 = Precision("fp32", None, use_scaler=False)  # float32, no autocast: evaluations and experiments outside a run
+
+
 def resolve_precision(train_cfg: DictConfig, device: torch.device) -> Precision:
     """``train.amp`` (auto | fp32 | fp16 | bf16) for ``device``.
 
