@@ -51,7 +51,10 @@ class MultiLabelContrastive(nn.Module):
 
     def __init__(self, img_encoder: nn.Module, text_encoder: nn.Module, output_dim: int = 256,
                  contrast_temperature: float = 0.07, proj_num_layers: int = 2, multi_label: int = 0,
-                 share_temperature: bool = False, multi_label_loss_weight: float = 1.0):
+                 share_temperature: bool = False, multi_label_loss_weight: float = 1.0,
+                 group_loss_weight: float = 0.0):
+        """``group_loss_weight`` (ours; 0 = the reference): weight of the group loss, the multi-label loss with each
+        image's similarity to a prompt taken from its best-matching final group (see :meth:`multi_label_loss`)."""
         super().__init__()
         self.img_encoder = img_encoder
         self.text_encoder = text_encoder
@@ -59,6 +62,9 @@ class MultiLabelContrastive(nn.Module):
         self.multi_label = multi_label
         self.share_temperature = share_temperature
         self.multi_label_loss_weight = multi_label_loss_weight
+        self.group_loss_weight = group_loss_weight
+        if group_loss_weight > 0 and not self.with_multi_label:
+            raise ValueError("the group loss (group_loss_weight > 0) needs the noun prompts: set multi_label > 0")
         if self.with_multi_label and not share_temperature:
             self.multi_label_logit_scale = nn.Parameter(torch.tensor(math.log(1 / contrast_temperature)))
         if proj_num_layers > 0:
@@ -131,19 +137,24 @@ class MultiLabelContrastive(nn.Module):
         return 0.5 * (F.cross_entropy(logits_per_img, labels) + F.cross_entropy(logits_per_text, labels))
 
     def multi_label_loss(self, image_feat: torch.Tensor, text_feat: torch.Tensor) -> torch.Tensor:
-        """Soft-target contrastive loss between each image [B, 1, E] and its M prompt texts [B, M, E].
+        """Soft-target contrastive loss between each image's G vectors [B, G, E] and its M prompt texts [B, M, E].
 
-        An image row puts 1/M on each of its own M prompts; a prompt row puts 1 on its own image.
-        Columns are gathered from all ranks, ordered (rank, sample, slot).
+        An image's similarity to a text is the highest over its G vectors: the reference passes the image vector
+        alone (G = 1); the group loss passes the final groups. An image row puts 1/M on each of its own M prompts;
+        a prompt row puts 1 on its own image. Columns are gathered from all ranks, ordered (rank, sample, slot).
         """
-        B, M = text_feat.shape[:2]
+        B, G, _ = image_feat.shape
+        M = text_feat.shape[1]
         rank, world = get_rank(), get_world_size()
-        image_x = F.normalize(image_feat, dim=-1).flatten(0, 1)  # [B, E]
+        image_x = F.normalize(image_feat, dim=-1).flatten(0, 1)  # [B*G, E]
         text_x = F.normalize(text_feat, dim=-1).flatten(0, 1)  # [B*M, E]
         logit_scale = self.logit_scale if self.share_temperature else self.multi_label_logit_scale
         scale = self.clamped_scale(logit_scale)
-        logits_per_img = image_x @ all_gather_with_grad(text_x).t() * scale  # [B, W*B*M]
-        logits_per_text = text_x @ all_gather_with_grad(image_x).t() * scale  # [B*M, W*B]
+        logits_per_img = image_x @ all_gather_with_grad(text_x).t() * scale  # [B*G, W*B*M]
+        logits_per_text = text_x @ all_gather_with_grad(image_x).t() * scale  # [B*M, W*B*G]
+        if G > 1:  # the best-matching group of each image
+            logits_per_img = logits_per_img.view(B, G, -1).amax(dim=1)  # [B, W*B*M]
+            logits_per_text = logits_per_text.view(B * M, -1, G).amax(dim=2)  # [B*M, W*B]
 
         eye = torch.eye(B, dtype=image_x.dtype, device=image_x.device)
         target_img = image_x.new_zeros(B, world * B * M)
@@ -156,8 +167,10 @@ class MultiLabelContrastive(nn.Module):
     def encode_for_loss(self, image: torch.Tensor, text: torch.Tensor,
                         text_lengths: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
         """The features the losses take: 'image_x' [B, E], 'text_x' [B, E] and, for text [B, 1+M, 77],
-        'text_multi_label_x' [B, M, E] (``text_lengths``: see :meth:`encode_text`)."""
-        return {"image_x": self.encode_image(image), **self.encode_text(text, lengths=text_lengths, as_dict=True)}
+        'text_multi_label_x' [B, M, E] (``text_lengths``: see :meth:`encode_text`); with the group loss also
+        'image_feat' [B, G, E] (the projected final groups)."""
+        image = self.encode_image(image, return_feat=self.group_loss_weight > 0, as_dict=True)
+        return {**image, **self.encode_text(text, lengths=text_lengths, as_dict=True)}
 
     def losses_from_features(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Loss dict from :meth:`encode_for_loss`'s features: 'loss', plus 'multi_label_loss' when multi_label > 0."""
@@ -168,6 +181,9 @@ class MultiLabelContrastive(nn.Module):
             if self.with_multi_label:
                 losses["multi_label_loss"] = self.multi_label_loss(
                     image_x.unsqueeze(1), features["text_multi_label_x"].float()) * self.multi_label_loss_weight
+            if self.group_loss_weight > 0:
+                losses["group_loss"] = self.multi_label_loss(
+                    features["image_feat"].float(), features["text_multi_label_x"].float()) * self.group_loss_weight
         return losses
 
     def forward_train(self, image: torch.Tensor, text: torch.Tensor,

@@ -195,6 +195,7 @@ SCHEMA: dict[str, Rule] = {
     "model.proj_num_layers": NON_NEGATIVE,
     "model.output_dim": POSITIVE,
     "model.multi_label": NON_NEGATIVE,
+    "model.group_loss_weight": _num(0),
 }
 
 
