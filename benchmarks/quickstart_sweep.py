@@ -78,16 +78,19 @@ TWO_STAGE = ("model.img_encoder.depths=[2,2,1]", "model.img_encoder.num_group_to
              "model.img_encoder.num_heads=[4,4,4]")
 REF_INIT, INIT = ("model.img_encoder.assign_init_scale=[1.0,1.0]",), ("model.img_encoder.assign_init_scale=[6.0,4.0]",)
 LR, LR_X2 = ("train.base_lr=1.6e-2",), ("train.base_lr=3.2e-2",)
-V1, V2 = WORLDS["v1"], WORLDS["v2"]
+NO_GROUP_LOSS, GROUP_LOSS = ("model.group_loss_weight=0.0",), ("model.group_loss_weight=1.0",)
+CHOSEN = (*ONE_STAGE, *INIT, *LR_X2, *GROUP_LOSS)
+V1, V2, V3 = WORLDS["v1"], WORLDS["v2"], WORLDS["v3"]
 VARIANTS: dict[str, Variant] = {
-    "v1_2stage": Variant(V1, (*TWO_STAGE, *REF_INIT, *LR)),  # the old quickstart
-    "chosen": Variant(V2, (*ONE_STAGE, *INIT, *LR_X2)),  # configs/quickstart.yml
-    "chosen_no_init": Variant(V2, (*ONE_STAGE, *REF_INIT, *LR_X2)),
-    "chosen_lr_x1": Variant(V2, (*ONE_STAGE, *INIT, *LR)),
-    "chosen_2stage": Variant(V2, (*TWO_STAGE, *INIT, *LR_X2)),
-    "chosen_v1_world": Variant(V1, (*ONE_STAGE, *INIT, *LR_X2)),
-    "chosen_80px": Variant(replace(V2, image_size=80), (*ONE_STAGE, *INIT, *LR_X2)),
-    "chosen_untied": Variant(replace(V2, colour_tied_to_class=False), (*ONE_STAGE, *INIT, *LR_X2)),
+    "v1_2stage": Variant(V1, (*TWO_STAGE, *REF_INIT, *LR, *NO_GROUP_LOSS)),  # the old quickstart
+    "chosen": Variant(V3, CHOSEN),  # configs/quickstart.yml
+    "chosen_no_group_loss": Variant(V3, (*ONE_STAGE, *INIT, *LR_X2, *NO_GROUP_LOSS)),
+    "chosen_no_init": Variant(V3, (*ONE_STAGE, *REF_INIT, *LR_X2, *GROUP_LOSS)),
+    "chosen_lr_x1": Variant(V3, (*ONE_STAGE, *INIT, *LR, *GROUP_LOSS)),
+    "chosen_2stage": Variant(V3, (*TWO_STAGE, *INIT, *LR_X2, *GROUP_LOSS)),
+    "chosen_64px": Variant(V2, CHOSEN),  # world v2: v3 at 64 px
+    "chosen_v1_world": Variant(replace(V1, image_size=V3.image_size), CHOSEN),
+    "chosen_untied": Variant(replace(V3, colour_tied_to_class=False), CHOSEN),
 }
 
 

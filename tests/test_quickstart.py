@@ -165,7 +165,7 @@ def test_existing_world_is_reused(run):
     args.data_dir = data
     before = {p: p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file()}
     messages: list[str] = []
-    quickstart.ensure_data(args, 64, messages.append)
+    quickstart.ensure_data(args, quickstart.run_config(args, None).data.img_aug.img_size, messages.append)
     assert "not regenerated" in messages[0]
     assert {p: p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file()} == before
 

@@ -1,7 +1,7 @@
 """Generate a synthetic image-caption world (datasets/synthetic/): training shards, a held-out segmentation set
 in the Pascal VOC layout and a classification set, then print where everything went and the config values to use.
 
-    python tools/make_synthetic_data.py --out local_data/synthetic --train-samples 20000 --workers 2
+    python tools/make_synthetic_data.py --out local_data/synthetic --train-samples 12800 --workers 2
     python tools/make_synthetic_data.py --seed 1 --train-samples 0 --out local_data/synthetic_seed1  # held-out only
 
 The defaults give the world the quickstart trains on (--world, datasets/synthetic/spec.py's WORLDS). Same
@@ -27,7 +27,7 @@ from utils.errors import UserError  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("local_data/synthetic"), help="output folder")
-    p.add_argument("--train-samples", type=int, default=20000, help="image-caption pairs (0: none)")
+    p.add_argument("--train-samples", type=int, default=12800, help="image-caption pairs (0: none)")
     p.add_argument("--seg-images", type=int, default=500, help="held-out segmentation images (0: none)")
     p.add_argument("--cls-images", type=int, default=1000, help="classification images (0: none)")
     p.add_argument("--world", default=DEFAULT_WORLD, choices=sorted(WORLDS), help="which world (WorldSpec)")

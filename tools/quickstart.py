@@ -56,7 +56,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--train-samples", type=int, default=20000, help="image-caption pairs to generate")
+    p.add_argument("--train-samples", type=int, default=12800, help="image-caption pairs to generate")
     p.add_argument("--seg-images", type=int, default=500, help="held-out segmentation images")
     p.add_argument("--cls-images", type=int, default=1000, help="classification images")
     p.add_argument("--epochs", type=int, help="training epochs (default: train.epochs of --cfg)")

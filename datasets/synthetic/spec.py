@@ -85,9 +85,10 @@ class WorldSpec:
 # The worlds the project uses, by name (tools/make_synthetic_data.py --world, tools/quickstart.py --world).
 WORLDS: dict[str, WorldSpec] = {
     "v1": WorldSpec(),  # the first quickstart world: 64 px, 2-4 objects at 0.25-0.5, colour tied to class
-    "v2": WorldSpec(num_objects=(1, 3), scale=(0.35, 0.6)),  # the quickstart's: fewer, larger objects
+    "v2": WorldSpec(num_objects=(1, 3), scale=(0.35, 0.6)),  # fewer, larger objects (patch-grid bound 70 at 64 px)
+    "v3": WorldSpec(image_size=80, num_objects=(1, 3), scale=(0.35, 0.6)),  # the quickstart's: v2 at 80 px (bound 75)
 }
-DEFAULT_WORLD = "v2"
+DEFAULT_WORLD = "v3"
 
 
 def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
