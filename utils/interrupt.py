@@ -26,6 +26,7 @@ import functools
 import gc
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import sys
@@ -113,7 +114,11 @@ def exit_stopped(error: BaseException, signum: int) -> None:
         seen.add(id(error))
         error.__traceback__ = None
         error = error.__cause__ or error.__context__
-    for child in multiprocessing.active_children():  # first: a worker still serving a shared tensor to this
+    # multiprocessing's own exit handler marks the interpreter as exiting before it ends the children, so that its
+    # resource-sharer thread (which hands shared tensors to DataLoader workers) stays quiet when a dying worker drops
+    # a connection mid-handshake; os._exit below skips that handler, so mark it here, then end the children
+    multiprocessing.util._exiting = True
+    for child in multiprocessing.active_children():  # a worker still serving a shared tensor to this
         child.terminate()                              # process would print a traceback when gc closes the pipe
     gc.collect()
     logging.shutdown()
