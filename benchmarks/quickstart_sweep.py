@@ -1,7 +1,7 @@
 """Does segmentation emerge from captions? Quickstart variants trained and diagnosed on the project's own pieces.
 
     python benchmarks/quickstart_sweep.py --variants v1_2stage chosen --out-dir DIR     # a few minutes each on CPU
-    python benchmarks/quickstart_sweep.py --variants chosen --train-samples 20000 --epochs 5   # the quickstart's run
+    python benchmarks/quickstart_sweep.py --variants chosen --train-samples 12800 --epochs 5   # the quickstart's run
 
 A variant is a world (a ``WorldSpec``) plus config overrides of ``configs/quickstart.yml`` (the same ``--opts`` the
 quickstart takes). Each is trained with the project's training step (``training.step.train_step``), optimizer,

@@ -173,7 +173,8 @@ class MultiLabelContrastive(nn.Module):
         return {**image, **self.encode_text(text, lengths=text_lengths, as_dict=True)}
 
     def losses_from_features(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Loss dict from :meth:`encode_for_loss`'s features: 'loss', plus 'multi_label_loss' when multi_label > 0."""
+        """Loss dict from :meth:`encode_for_loss`'s features: 'loss', plus 'multi_label_loss' when multi_label > 0
+        and 'group_loss' when group_loss_weight > 0."""
         image_x = features["image_x"]
         with torch.autocast(image_x.device.type, enabled=False):  # the small logit matrices in float32 under autocast
             image_x = image_x.float()

@@ -103,7 +103,7 @@ def worker_pids(pid: int) -> list[int]:
 GLOO_INIT_FLAKE = "the restarted gloo group failed to form (known flake on a loaded machine)"
 
 
-def elastic_run(tmp_path, attempt: int) -> tuple[int | None, str, object]:
+def elastic_run(tmp_path: Path, attempt: int) -> tuple[int | None, str, Path]:
     """One torchrun --max-restarts 1 run in which worker 1 is killed after step 2 was saved: (exit code or None when
     it hung for 240 s, the tail of its stderr, its output folder)."""
     cfg = write_tiny_setup(tmp_path / f"attempt{attempt}", epochs=2, train_length=16, extra=SMALL)
