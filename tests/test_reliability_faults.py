@@ -289,6 +289,54 @@ def test_second_ctrl_c_exits_at_once_and_a_hung_stop_is_forced(tmp_path):
                                                 f"{STOP_DEADLINE_S:g} s)")
 
 
+# --------------------------------------------------------------------------------------------- a receiver lost
+
+
+LOST_RECEIVER = textwrap.dedent("""
+    import multiprocessing, os, socket, sys, time
+    from multiprocessing import resource_sharer
+    sys.path.insert(0, {root!r})
+    from utils.interrupt import handling_stop_signals
+
+    def worker(pipe):
+        resource_sharer.DupFd(os.open(os.devnull, os.O_RDONLY))  # serves an fd, as a worker serves a shared tensor
+        pipe.send(resource_sharer._resource_sharer._address)
+        pipe.recv()
+        time.sleep(1.0)  # the serving thread meets the dropped connection
+
+    def main():
+        here, there = multiprocessing.Pipe()
+        child = multiprocessing.get_context("fork").Process(target=worker, args=(there,))
+        child.start()
+        with socket.socket(socket.AF_UNIX) as receiver:  # connects, then leaves before answering the challenge
+            receiver.connect(here.recv())
+        here.send(None)
+        child.join()
+
+    if sys.argv[1] == "handled":
+        with handling_stop_signals():
+            main()
+    else:
+        main()
+""")
+
+
+@pytest.mark.parametrize("stops", ["handled", "not handled"])
+def test_a_receiver_lost_mid_handshake_prints_no_worker_traceback(tmp_path, stops):
+    """The main process stopping while it fetches a shared tensor from a DataLoader worker drops the connection to
+    the worker's resource sharer mid-handshake. Under handling_stop_signals the worker prints nothing (the main
+    process reports the stop); without it, Python prints the sharer thread's traceback (which shows the test is
+    real)."""
+    script = tmp_path / "lost_receiver.py"
+    script.write_text(LOST_RECEIVER.format(root=str(ROOT)))
+    done = subprocess.run([sys.executable, str(script), stops], env=ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    if stops == "handled":
+        assert done.stderr == ""
+    else:
+        assert "Traceback" in done.stderr and "resource_sharer.py" in done.stderr, done.stderr
+
+
 # --------------------------------------------------------------------------------------------- one run per folder
 
 

@@ -12,7 +12,9 @@ stop leaves complete files only.
   the process exits anyway.
 - Forked children (DataLoader workers) inherit the handler but ignore SIGINT: the main process shuts them down (it
   drops the stopped frames, so their loaders close), so none dies while handing over a batch.
-  SIGTERM ends them as by default.
+  SIGTERM ends them as by default. A worker whose receiver leaves mid-handshake (the main process stopping while it
+  fetches a shared tensor from the worker) does not print the resource-sharer thread's traceback: the main process
+  reports the stop, once.
 
 A raise that lands inside a callback whose exceptions Python ignores (an import lock's weakref callback, an at-fork
 hook, a ``__del__``) is delivered again right after it. Commands say what they are doing with ``now_doing`` (e.g.
@@ -35,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing import resource_sharer
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -167,6 +170,26 @@ def _unraisable(hook_args: Any, previous: Callable[[Any], object]) -> None:
         resend.start()
         return
     previous(hook_args)
+
+
+def _quiet_lost_receivers() -> None:
+    """At fork, in a child of the process that handles the stop signals (a DataLoader worker): a connection error in
+    the thread that serves this worker's shared tensors (its receiver went away mid-handshake) is not printed."""
+    if _state.owner != os.getppid():
+        return
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, traceback: Any) -> None:
+        serving = getattr(threading.current_thread(), "_target", None)  # set while the thread runs
+        if issubclass(kind, EOFError | ConnectionError) and \
+                isinstance(getattr(serving, "__self__", None), resource_sharer._ResourceSharer):
+            return
+        previous(kind, value, traceback)
+
+    sys.excepthook = hook
+
+
+os.register_at_fork(after_in_child=_quiet_lost_receivers)
 
 
 @contextmanager
