@@ -1,6 +1,7 @@
 """The bad-input matrix of the user-facing commands, one table.
 
-Every case runs its command as a subprocess and must exit with code 2 after exactly one line on stderr that names
+Every case runs its command as a process of its own (started by ``helpers_commands``, from a Python that has
+imported torch and the project once) and must exit with code 2 after exactly one line on stderr that names
 the problem (``error: ...``; no traceback), leave the files already in its output folder byte-identical (a log may
 only grow) and never run a crafted checkpoint's code. The cases run a few at a time (a module fixture), each
 reported as its own test.
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import helpers_commands as commands
 import pytest
 import torch
 from helpers_train_data import jpeg_bytes, write_caption_shards, write_tiny_setup
@@ -181,7 +183,7 @@ def run_case(case: Case, materials: dict[str, Path]) -> Outcome:
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(data)
     argv = [part.format(out=out, **materials) for part in case.command]
-    result = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = commands.run(argv, materials["tmp"] / "streams" / case.id)
     changed = []
     for name, data in case.prior:
         path = out / name
@@ -193,7 +195,7 @@ def run_case(case: Case, materials: dict[str, Path]) -> Outcome:
 
 @pytest.fixture(scope="module")
 def outcomes(request, materials) -> dict[str, Outcome]:
-    """Run the selected cases, three at a time (each starts a Python with torch: seconds of mostly import time)."""
+    """Run the selected cases, three at a time."""
     selected = [item.callspec.params["case"] for item in request.session.items
                 if item.module is request.module and getattr(item, "originalname", "") == "test_bad_input"]
     with ThreadPoolExecutor(max_workers=3) as pool:

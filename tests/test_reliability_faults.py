@@ -27,12 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import helpers_commands as commands
 import pytest
 from helpers_train_data import jpeg_bytes, write_tiny_setup
 
 from utils.checkpoint import load_checkpoint
 from utils.interrupt import STOP_DEADLINE_S
-from utils.run_lock import LOCK_NAME, acquire
+from utils.run_lock import LOCK_NAME, acquire, release
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = 10
@@ -52,12 +53,27 @@ class Stopped:
     anchor: str = ""  # that sign (a log line)
 
 
-def wait_for(condition, process: subprocess.Popen, timeout: float = 300) -> None:
+def wait_for(condition, process: subprocess.Popen | commands.Command, timeout: float = 300,
+             stderr_path: Path | None = None) -> None:
     end = time.monotonic() + timeout
     while not condition():
-        assert process.poll() is None, f"ended before the fault was injected:\n{process.communicate()[1][-3000:]}"
+        assert process.poll() is None, \
+            f"ended before the fault was injected:\n{stderr_path.read_text()[-3000:] if stderr_path else ''}"
         assert time.monotonic() < end, "the command never got going"
         time.sleep(0.02)
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").glob("*/children") for child in task.read_text().split()]
+
+
+def signalled(pid: int, signum: int) -> bool:
+    """Send ``signum`` to ``pid``; False when there is no such process."""
+    try:
+        os.kill(pid, signum)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def group_alive(pgid: int) -> bool:
@@ -70,24 +86,28 @@ def group_alive(pgid: int) -> bool:
 
 def interrupt_command(argv: list[str], started, signum: int, delay_s: float, to_group: bool,
                       stderr_path: Path) -> Stopped:
-    """Start ``argv`` in its own process group, wait until ``started()``, then ``delay_s``, send ``signum`` (to the
-    group or to the main process) and time the stop until no process of the group is left."""
-    with open(stderr_path, "w") as stderr:
-        process = subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                                   stderr=stderr, start_new_session=True)
-        try:
-            wait_for(started, process)
-            time.sleep(delay_s)
-            assert process.poll() is None, "the command ended before the signal"
-            sent = time.monotonic()
-            (os.killpg if to_group else os.kill)(process.pid, signum)
-            process.wait(timeout=120)
-            while group_alive(process.pid) and time.monotonic() - sent < 60:
-                time.sleep(0.02)
-            stop_s = time.monotonic() - sent
-        finally:
-            if group_alive(process.pid):
-                os.killpg(process.pid, signal.SIGKILL)
+    """Start ``python argv`` in its own session and process group (a project script from the warm Python of
+    helpers_commands, ``-m module`` with a fresh one), wait until ``started()``, then ``delay_s``, send ``signum``
+    (to the group or to the main process) and time the stop until no process of the group is left."""
+    if argv[0] == "-m":
+        with open(stderr_path, "w") as stderr:
+            process = subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                                       stderr=stderr, start_new_session=True)
+    else:
+        process = commands.start(argv, stderr_path, env=ENV, new_session=True)
+    try:
+        wait_for(started, process, stderr_path=stderr_path)
+        time.sleep(delay_s)
+        assert process.poll() is None, "the command ended before the signal"
+        sent = time.monotonic()
+        (os.killpg if to_group else os.kill)(process.pid, signum)
+        process.wait(timeout=120)
+        while group_alive(process.pid) and time.monotonic() - sent < 60:
+            time.sleep(0.02)
+        stop_s = time.monotonic() - sent
+    finally:
+        if group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
     return Stopped(process.returncode, stderr_path.read_text(), stop_s, delay_s)
 
 
@@ -167,7 +187,7 @@ def test_training_stops(trial, train_trials):
         assert match[3] == "no checkpoint was saved yet", match[3]
     lock = acquire(out)  # released
     assert lock is not None
-    os.close(lock)
+    release(lock)
 
 
 # --------------------------------------------------------------------------------------------- conversion
@@ -343,7 +363,9 @@ def test_a_receiver_lost_mid_handshake_prints_no_worker_traceback(tmp_path, stop
 @pytest.mark.slow
 def test_one_run_per_output_folder(train_cfg, tmp_path):
     """A second run into the folder (under any spelling of its path) is refused naming the first; the first goes on;
-    once the first is killed (SIGKILL: no clean-up at all), its lock file does not block a new run."""
+    once the first is killed (SIGKILL to its main process: no clean-up at all), its lock file does not block a new
+    run, even while the killed run's DataLoader workers still live (they are stopped with SIGSTOP first, as a worker
+    that has not yet seen its parent gone)."""
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "main_group_vit.py", "--cfg", str(train_cfg), "--output", str(out)],
                              cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -353,8 +375,8 @@ def test_one_run_per_output_folder(train_cfg, tmp_path):
         wait_for(lambda: log.is_file() and "Train:" in log.read_text(), first)
         (tmp_path / "alias").symlink_to(out)
         for spelling in (out, tmp_path / "alias", Path(os.path.relpath(out, ROOT))):
-            second = subprocess.run([sys.executable, "main_group_vit.py", "--cfg", str(train_cfg), "--output",
-                                     str(spelling)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+            second = commands.run(["main_group_vit.py", "--cfg", str(train_cfg), "--output", str(spelling)],
+                                  tmp_path / "second", env=ENV)
             lines = second.stderr.strip().splitlines()
             assert second.returncode == 2 and len(lines) == 1, second.stderr[-3000:]
             assert re.match(rf"error: another run is using the output folder {re.escape(str(spelling))} \(pid "
@@ -362,11 +384,18 @@ def test_one_run_per_output_folder(train_cfg, tmp_path):
                             r"to end, stop it, or choose another --output$", lines[0]), lines[0]
         assert first.poll() is None
         assert log.read_text().count("training tiny_train") == 1  # the refused runs wrote nothing into the log
+        workers = []
+        while not workers:
+            workers = [pid for pid in children(first.pid) if signalled(pid, signal.SIGSTOP)]
+            time.sleep(0.01)
     finally:
-        os.killpg(first.pid, signal.SIGKILL)
+        first.kill()
         first.wait()
-    assert (out / LOCK_NAME).is_file()  # left behind by the killed run
-    third = subprocess.run([sys.executable, "main_group_vit.py", "--cfg", str(train_cfg), "--output", str(out),
-                            "--opts", "train.epochs=1"], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                           timeout=600)
-    assert third.returncode == 0, third.stderr[-3000:]
+    try:
+        assert (out / LOCK_NAME).is_file()  # left behind by the killed run
+        third = commands.run(["main_group_vit.py", "--cfg", str(train_cfg), "--output", str(out), "--opts",
+                              "train.epochs=1"], tmp_path / "third", env=ENV, timeout=600)
+        assert third.returncode == 0, third.stderr[-3000:]
+    finally:
+        for pid in workers:
+            signalled(pid, signal.SIGKILL)

@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import helpers_commands as commands
 import pytest
 import torch
 from helpers_train_data import write_tiny_setup
@@ -28,25 +27,27 @@ TRAIN_LINE = re.compile(r"Train: \[(\d+)/\d+\]\[(\d+)/\d+\]  eta \S+  lr (\S+)  
                         r"grad_norm (\S+)")
 
 
-def start(cfg: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "main_group_vit.py", "--cfg", str(cfg), "--output", str(out)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def start(cfg: Path, out: Path) -> commands.Command:
+    """``main_group_vit.py --cfg cfg --output out`` (from helpers_commands' warm Python); its stdout and stderr
+    together in out/../{out.name}-output.txt."""
+    output = out.parent / f"{out.name}-output.txt"
+    return commands.start(["main_group_vit.py", "--cfg", str(cfg), "--output", str(out)], output, stdout=output)
 
 
-def finish(process: subprocess.Popen) -> str:
-    output, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, output
-    return output
+def finish(process: commands.Command) -> str:
+    process.wait(timeout=600)
+    assert process.returncode == 0, process.stderr()
+    return process.stderr()
 
 
 def kill_when(cfg: Path, out: Path, condition: Callable[[], bool]) -> None:
     """Run training and SIGKILL it as soon as ``condition()`` holds (polled every millisecond or so)."""
     process = start(cfg, out)
     while not condition():
-        assert process.poll() is None, f"the run ended before the kill point:\n{process.communicate()[0]}"
+        assert process.poll() is None, f"the run ended before the kill point:\n{process.stderr()}"
         time.sleep(0.001)
     process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=60)
+    process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import helpers_commands as commands
 import pytest
 import torch
 from helpers_train_data import write_tiny_setup
@@ -27,9 +28,11 @@ SMALL = {"evaluate.task": [], "checkpoint.save_steps": 1, "data.img_aug.img_size
 LOSS_LINE = re.compile(r"Train: \[(\d+)/\d+\]\[(\d+)/\d+\]  eta \S+  lr (\S+)  time \S+ \(\S+\)  total_loss (\S+) ")
 
 
-def start(cfg: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "main_group_vit.py", "--cfg", str(cfg), "--output", str(out)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def start(cfg: Path, out: Path, run: str) -> commands.Command:
+    """``main_group_vit.py --cfg cfg --output out`` (from helpers_commands' warm Python); its stderr in
+    out/../stderr-{run}.txt."""
+    return commands.start(["main_group_vit.py", "--cfg", str(cfg), "--output", str(out)],
+                          out.parent / f"stderr-{run}.txt")
 
 
 def new_log(out: Path, offset: int) -> str:
@@ -55,7 +58,7 @@ def test_ten_kills_at_random_steps_end_bit_identical(tmp_path):
     """2 epochs of 6 steps; 10 kills at random steps in turn, 3 of them while checkpoint.pth is being written. (One
     loader worker: the augmentations draw from the worker's RNGs, which the epoch's seeds fix.)"""
     cfg = write_tiny_setup(tmp_path, epochs=2, train_length=12, num_workers=1, extra=SMALL)
-    reference = start(cfg, tmp_path / "reference")
+    reference = start(cfg, tmp_path / "reference", "reference")
     out = tmp_path / "crashed"
     rng = random.Random(14)
     steps = sorted(rng.sample(range(1, 12), 10))  # the global step whose log line (or save) is awaited
@@ -64,10 +67,10 @@ def test_ten_kills_at_random_steps_end_bit_identical(tmp_path):
     for step in steps:
         epoch, idx = divmod(step, 6)
         offset = len((out / "log.txt").read_text()) if (out / "log.txt").is_file() else 0
-        process = start(cfg, out)
+        process = start(cfg, out, f"kill-{step}")
         awaited, in_write = f"Train: [{epoch}/2][{idx}/6]", step in during_write
         while not kill_point(new_log(out, offset), awaited, in_write and bool(partial_saves(out))):
-            assert process.poll() is None, process.communicate()[1][-3000:]
+            assert process.poll() is None, process.stderr()[-3000:]
             time.sleep(0.001)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
@@ -75,9 +78,9 @@ def test_ten_kills_at_random_steps_end_bit_identical(tmp_path):
         all_complete(out)
     assert writes >= 1, "no kill landed during a checkpoint write"
 
-    final = start(cfg, out)
-    assert final.wait(timeout=600) == 0, final.communicate()[1][-3000:]
-    assert reference.wait(timeout=600) == 0, reference.communicate()[1][-3000:]
+    final = start(cfg, out, "final")
+    assert final.wait(timeout=600) == 0, final.stderr()[-3000:]
+    assert reference.wait(timeout=600) == 0, reference.stderr()[-3000:]
     log = (out / "log.txt").read_text()
     assert len(re.findall(r"resumed from \S+checkpoint.pth \(epoch \d, after iteration \d", log)) >= 5
     assert not partial_saves(out)

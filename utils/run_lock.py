@@ -4,10 +4,15 @@ The lock is the kernel's (``fcntl.flock``): it is released whenever the process 
 ``kill -9`` included), so a lock file left behind by a dead process never blocks a new run. The file records the
 holder (pid, host, start time, command line) for the refusal message. Under torch.distributed rank 0 takes the lock
 and every rank learns the outcome, so a refused run stops on every rank.
+
+A forked child (a DataLoader worker) closes its copy of the lock's descriptor at once: a flock is held until every
+copy is closed, and a worker outlives a killed run by up to a few seconds (until it sees its parent gone), which
+would refuse a rerun started at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shlex
@@ -25,6 +30,18 @@ from utils.distributed import all_reduce_sum, get_rank, is_dist
 from utils.errors import UserError
 
 LOCK_NAME = "run.lock"
+_held: dict[int, tuple[int, int]] = {}  # this process's lock descriptors -> (device, inode) of their file
+
+
+def _close_in_child() -> None:
+    for fd, file in _held.items():
+        with contextlib.suppress(OSError):
+            if (os.fstat(fd).st_dev, os.fstat(fd).st_ino) == file:  # still the lock file's descriptor
+                os.close(fd)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 def _holder() -> str:
@@ -34,8 +51,8 @@ def _holder() -> str:
 
 
 def acquire(folder: str | os.PathLike) -> int | None:
-    """Lock ``folder`` for this process; returns the lock's file descriptor (kept open while the run lasts), or None
-    when another process holds it."""
+    """Lock ``folder`` for this process; returns the lock's file descriptor (kept open while the run lasts; ``release``
+    it), or None when another process holds it."""
     path = Path(folder) / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -45,7 +62,14 @@ def acquire(folder: str | os.PathLike) -> int | None:
         return None
     os.ftruncate(fd, 0)
     os.write(fd, (_holder() + "\n").encode())
+    _held[fd] = (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
     return fd
+
+
+def release(fd: int) -> None:
+    """Release a lock taken by ``acquire``."""
+    _held.pop(fd, None)
+    os.close(fd)
 
 
 def describe_holder(folder: str | os.PathLike) -> str:
@@ -72,4 +96,4 @@ def hold_run_lock(folder: str | os.PathLike, device: torch.device | None = None)
         yield
     finally:
         if fd is not None:
-            os.close(fd)  # releases the lock
+            release(fd)
