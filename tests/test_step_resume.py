@@ -1,6 +1,7 @@
 """Step checkpoints (``checkpoint.save_steps``): a run killed with SIGKILL at random steps, some while it writes a
-checkpoint, and rerun with the same command each time, ends bit-identical to an uninterrupted run; under torchrun
-with ``--max-restarts 1``, a killed worker makes the group restart and resume from the last step checkpoint."""
+checkpoint, and rerun with the same command each time, ends bit-identical to an uninterrupted run; a Ctrl-C after a
+step checkpoint names it in the stop line; under torchrun with ``--max-restarts 1``, a killed worker makes the group
+restart and resume from the last step checkpoint."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 import torch
 from helpers_train_data import write_tiny_setup
 from test_distributed import clean_env, free_port
+from test_reliability_faults import CHECKPOINT_NAMED, check_stop_line, interrupt_command
 from test_reliability_resume import PARTIAL, identical, partial_saves
 
 from utils.checkpoint import load_checkpoint
@@ -90,6 +92,23 @@ def test_ten_kills_at_random_steps_end_bit_identical(tmp_path):
     got, want = (torch.load(d / "checkpoint.pth", weights_only=True) for d in (out, tmp_path / "reference"))
     for key in ("model", "optimizer", "lr_scheduler"):
         assert identical(got[key], want[key]), key
+
+
+@pytest.mark.slow
+def test_a_stop_after_a_step_checkpoint_names_it(tmp_path):
+    """Ctrl-C in epoch 1 after a step checkpoint: the stop line names checkpoint.pth, the step checkpoint, not the
+    older ckpt_epoch_0.pth, and that file holds the steps trained in epoch 1."""
+    cfg = write_tiny_setup(tmp_path, epochs=2, train_length=12, num_workers=0, extra=SMALL)
+    out, log = tmp_path / "out", tmp_path / "out" / "log.txt"
+    saved = f"saved {out / 'checkpoint.pth'} (epoch 1, after iteration 2/6)"
+    stopped = interrupt_command(["main_group_vit.py", "--cfg", str(cfg), "--output", str(out)],
+                                lambda: log.is_file() and saved in log.read_text(), signal.SIGINT, 0.0, to_group=True,
+                                stderr_path=tmp_path / "stderr.txt")
+    named = CHECKPOINT_NAMED.search(check_stop_line(stopped, signal.SIGINT)[3])
+    assert named and Path(named[1]) == out / "checkpoint.pth", stopped.stderr
+    assert (out / "ckpt_epoch_0.pth").is_file()
+    checkpoint = load_checkpoint(named[1])
+    assert checkpoint["epoch"] == 1 and checkpoint["epoch_iterations"] >= 2
 
 
 def worker_pids(pid: int) -> list[int]:

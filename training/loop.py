@@ -122,6 +122,7 @@ def train_one_epoch(state: RunState, epoch: int) -> dict[str, float]:
                                       state.history.best, cfg)
                 guard.last_checkpoint = str(save_step_checkpoint(cfg.output, ckpt, idx + 1))
                 logger.info(f"saved {guard.last_checkpoint} (epoch {epoch}, after iteration {idx + 1}/{num_steps})")
+                interrupt.progress.resume = interrupt.checkpoint_hint(guard.last_checkpoint, cfg.checkpoint.auto_resume)
             pending.append((idx, lr, size, list(losses),
                             torch.stack([finite.float(), grad_norm.float(), *(v.float() for v in losses.values())])))
             batch_time.update(time.time() - end)
