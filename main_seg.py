@@ -24,6 +24,7 @@ from segmentation.evaluation.suite import SUITE, parse_suite, run_suite
 from segmentation.model_loading import experiment_config, load_eval_model
 from segmentation.vis import VIS_MODES, check_vis_modes
 from utils import interrupt
+from utils.atomic_files import write_atomic
 from utils.cli import add_debug_flag, make_output_dir, run_cli
 from utils.config import cfg_to_dict
 from utils.distributed import close_distributed, get_rank, init_distributed
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> float:
             interrupt.now_doing(f"evaluating {cfg.checkpoint.resume}")
             interrupt.progress.resume = "rerun the command to evaluate again (no results were written)"
             if get_rank() == 0:
-                (output / "config.json").write_text(json.dumps(cfg_to_dict(cfg), indent=2))
+                write_atomic(output / "config.json", json.dumps(cfg_to_dict(cfg), indent=2))
             if suite is not None:
                 logger.info("evaluating %s on the suite %s", cfg.checkpoint.resume, ", ".join(suite))
                 results = run_suite(cfg, model, suite, logger, args.skip_missing, bg_threshs, vis_modes,
@@ -95,8 +96,8 @@ def main(argv: list[str] | None = None) -> float:
             results = evaluate_seg(cfg, model, logger, vis_modes, output / "vis_imgs", bg_threshs)
             if get_rank() == 0:
                 path = output / "seg_results.json"
-                path.write_text(json.dumps({"dataset_cfg": cfg.evaluate.seg.cfg, "checkpoint": cfg.checkpoint.resume,
-                                            **results.to_json()}, indent=2))
+                write_atomic(path, json.dumps({"dataset_cfg": cfg.evaluate.seg.cfg, "checkpoint": cfg.checkpoint.resume,
+                                               **results.to_json()}, indent=2))
                 logger.info("results written to %s", path)
             return results.miou
     finally:

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from mmseg.structures import SegDataSample
 from PIL import Image
 
+from utils.atomic_files import atomic_output
 from utils.errors import UserError
 
 from .datasets.palette import distinct_colors
@@ -133,7 +134,8 @@ def save_vis(out_dir: str | Path, name: str, modes: Sequence[str], image: np.nda
         for suffix, img in render(mode, image, label, classes, palette_arr, with_bg, group_maps):
             path = Path(out_dir) / mode / f"{name}{suffix}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            img.save(path)
+            with atomic_output(path, durable=False) as tmp:  # a stop never leaves a truncated picture
+                img.save(tmp, format="PNG")
             written.append(path)
     return written
 

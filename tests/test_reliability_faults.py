@@ -1,4 +1,5 @@
-"""Fault injection against the real commands, run as subprocesses.
+"""Fault injection against the real commands, each run as a process of its own (mostly from the warm Python of
+helpers_commands).
 
 - 10 SIGINT trials (to the whole process group, as Ctrl-C in a terminal sends it) and 10 SIGTERM trials (to the
   main process, as ``kill`` sends it) at seeded random moments (0-1 s after a log line of each phase: setting up,
@@ -6,10 +7,13 @@
   and saves a checkpoint every epoch: every trial stops within STOP_LIMIT_S with exit code 130 / 143
   and one line naming where it stopped and the checkpoint to resume from; every checkpoint on disk is complete, no
   partial file is left, the workers are gone and the run lock is free.
+- Evaluation: 3 SIGINT and 3 SIGTERM trials of main_seg.py (loading, or 0-3 s into an evaluation that writes
+  pictures): the stop line; complete pictures only; an earlier run's results left as they were; the lock free.
 - Conversion: SIGINT / SIGTERM while convert_imagenet.py writes shards leaves complete shards only.
 - torchrun with 2 ranks: one Ctrl-C stops every rank.
 - A second Ctrl-C exits at once; a stop that hangs is forced after utils.interrupt.STOP_DEADLINE_S.
 - Two runs into one output folder: the second is refused naming the first; a killed run's lock does not block.
+- A DataLoader worker whose receiver leaves mid-handshake prints no traceback.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 import helpers_commands as commands
 import pytest
 from helpers_train_data import jpeg_bytes, write_tiny_setup
+from PIL import Image
 
 from utils.checkpoint import load_checkpoint
 from utils.interrupt import STOP_DEADLINE_S
@@ -38,6 +43,7 @@ from utils.run_lock import LOCK_NAME, acquire, release
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = 10
 STOP_LIMIT_S = 15.0  # from the signal to the end of every process of the command (a loaded 2-core machine)
+GOLDEN_CKPT = ROOT / "tests" / "golden" / "tiny_official_ckpt.pth"
 STOP_LINE = re.compile(r"^interrupted \((SIGINT|SIGTERM)\) while (.+?); (.+)$")
 CHECKPOINT_NAMED = re.compile(r"the last complete checkpoint is (\S+): to resume")
 ENV = {**{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")},
@@ -65,6 +71,27 @@ def wait_for(condition, process: subprocess.Popen | commands.Command, timeout: f
 
 def children(pid: int) -> list[int]:
     return [int(child) for task in Path(f"/proc/{pid}/task").glob("*/children") for child in task.read_text().split()]
+
+
+def age_s(pid: int) -> float:
+    """Seconds since ``pid`` started (0 when it is gone)."""
+    try:
+        started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])  # clock ticks after boot
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return float(Path("/proc/uptime").read_text().split()[0]) - started / os.sysconf("SC_CLK_TCK")
+
+
+def holders(path: Path) -> list[int]:
+    """The processes with ``path`` open."""
+    found = []
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd) == str(path):
+                found.append(int(fd.parts[2]))
+        except OSError:
+            continue
+    return sorted(set(found))
 
 
 def signalled(pid: int, signum: int) -> bool:
@@ -127,8 +154,8 @@ def check_stop_line(stopped: Stopped, signum: int) -> re.Match:
 TRAIN_TRIALS = [(signum, i) for signum in (signal.SIGINT, signal.SIGTERM) for i in range(TRIALS)]
 
 
-def trial_id(trial: tuple[int, int]) -> str:
-    return f"{signal.Signals(trial[0]).name.lower()}-trial-{trial[1] + 1:02d}-of-{TRIALS}"
+def trial_id(trial: tuple[int, int], of: int = TRIALS) -> str:
+    return f"{signal.Signals(trial[0]).name.lower()}-trial-{trial[1] + 1:02d}-of-{of}"
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +213,79 @@ def test_training_stops(trial, train_trials):
     else:
         assert match[3] == "no checkpoint was saved yet", match[3]
     lock = acquire(out)  # released
+    assert lock is not None
+    release(lock)
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+
+
+SEG_TRIALS_PER_SIGNAL = 3
+SEG_TRIALS = [(signum, i) for signum in (signal.SIGINT, signal.SIGTERM) for i in range(SEG_TRIALS_PER_SIGNAL)]
+SEG_ANCHORS = ("evaluating ", "zero-shot segmentation on", "zero-shot segmentation on")
+EARLIER_RESULTS = b'{"mIoU": 12.5}\n'  # an earlier run's, which a stopped evaluation must leave as it was
+
+
+def seg_trial_id(trial: tuple[int, int]) -> str:
+    return trial_id(trial, SEG_TRIALS_PER_SIGNAL)
+
+
+@pytest.fixture(scope="module")
+def seg_world(tmp_path_factory) -> Path:
+    """600 held-out images of the synthetic world (about 10 s of evaluation for the tiny golden model)."""
+    out = tmp_path_factory.mktemp("seg_world")
+    done = commands.run(["tools/make_synthetic_data.py", "--out", str(out), "--train-samples", "0", "--cls-images",
+                         "0", "--seg-images", "600", "--workers", "1"], out / "streams", env=ENV)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / "seg"
+
+
+def run_seg_trial(seg_root: Path, trial: tuple[int, int]) -> tuple[Stopped, Path]:
+    signum, index = trial
+    out = seg_root.parent / "trials" / seg_trial_id(trial)
+    out.mkdir(parents=True)
+    (out / "seg_results.json").write_bytes(EARLIER_RESULTS)
+    anchor = SEG_ANCHORS[index % len(SEG_ANCHORS)]
+    delay = random.Random(f"seg-{signum}-{index}").uniform(0.0, 3.0)
+    log = out / "log.txt"
+    argv = ["main_seg.py", "--cfg", "configs/default.yml", "--resume", str(GOLDEN_CKPT), "--output", str(out),
+            "--vis", "pred", "input_pred", "--opts",
+            "evaluate.seg.cfg=segmentation/configs/_base_/datasets/synthetic.py",
+            f"evaluate.seg.opts=[data_root={seg_root}]"]
+    stopped = interrupt_command(argv, lambda: log.is_file() and anchor in log.read_text(), signum, delay,
+                                to_group=signum == signal.SIGINT, stderr_path=out.parent / f"{out.name}.stderr")
+    stopped.anchor = anchor
+    return stopped, out
+
+
+@pytest.fixture(scope="module")
+def seg_trials(request, seg_world) -> dict[str, tuple[Stopped, Path]]:
+    selected = [item.callspec.params["trial"] for item in request.session.items
+                if item.module is request.module and getattr(item, "originalname", "") == "test_evaluation_stops"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = pool.map(lambda trial: run_seg_trial(seg_world, trial), selected)
+        return dict(zip(map(seg_trial_id, selected), results, strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", SEG_TRIALS, ids=seg_trial_id)
+def test_evaluation_stops(trial, seg_trials):
+    """main_seg.py stopped at a random moment (loading the model, or 0-3 s into the evaluation of 600 images, with
+    pictures being written): the stop line, within the limit; every picture written is complete, no partial file is
+    left, the earlier run's results are as they were and the run lock is free."""
+    signum = trial[0]
+    stopped, out = seg_trials[seg_trial_id(trial)]
+    match = check_stop_line(stopped, signum)
+    print(f"{seg_trial_id(trial)}: signal {stopped.delay_s:.2f} s after the log line {stopped.anchor!r}, while "
+          f"{match[2]}; every process gone {stopped.stop_s:.2f} s later")
+    assert stopped.stop_s < STOP_LIMIT_S, f"stopped after {stopped.stop_s:.1f} s"
+    assert match[3] == "rerun the command to evaluate again (no results were written)", match[3]
+    assert not [p.name for p in out.rglob("*") if p.name.endswith((".tmp", ".partial"))], "partial file left"
+    for picture in out.rglob("*.png"):
+        with Image.open(picture) as image:
+            image.load()  # raises on a truncated file
+    assert (out / "seg_results.json").read_bytes() == EARLIER_RESULTS
+    lock = acquire(out)
     assert lock is not None
     release(lock)
 
@@ -385,8 +485,8 @@ def test_one_run_per_output_folder(train_cfg, tmp_path):
         assert first.poll() is None
         assert log.read_text().count("training tiny_train") == 1  # the refused runs wrote nothing into the log
         workers = []
-        while not workers:
-            workers = [pid for pid in children(first.pid) if signalled(pid, signal.SIGSTOP)]
+        while not workers:  # workers past their start (a child just forked may not have closed its copy yet)
+            workers = [pid for pid in children(first.pid) if age_s(pid) > 0.5 and signalled(pid, signal.SIGSTOP)]
             time.sleep(0.01)
     finally:
         first.kill()
@@ -395,7 +495,7 @@ def test_one_run_per_output_folder(train_cfg, tmp_path):
         assert (out / LOCK_NAME).is_file()  # left behind by the killed run
         third = commands.run(["main_group_vit.py", "--cfg", str(train_cfg), "--output", str(out), "--opts",
                               "train.epochs=1"], tmp_path / "third", env=ENV, timeout=600)
-        assert third.returncode == 0, third.stderr[-3000:]
+        assert third.returncode == 0, f"{third.stderr[-3000:]}; held by {holders(out / LOCK_NAME)}, workers {workers}"
     finally:
         for pid in workers:
             signalled(pid, signal.SIGKILL)

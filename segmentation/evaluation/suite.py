@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, open_dict, read_write
 
+from utils.atomic_files import write_atomic
 from utils.errors import UserError
 from utils.logger import get_logger
 
@@ -115,8 +116,8 @@ class SuiteResults:
 
     def write(self, folder: Path) -> tuple[Path, Path]:
         json_path, md_path = folder / "suite_results.json", folder / "suite_results.md"
-        json_path.write_text(json.dumps(self.to_json(), indent=2))
-        md_path.write_text(self.to_markdown())
+        write_atomic(json_path, json.dumps(self.to_json(), indent=2))
+        write_atomic(md_path, self.to_markdown())
         return json_path, md_path
 
 
