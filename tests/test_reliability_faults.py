@@ -148,6 +148,15 @@ def check_stop_line(stopped: Stopped, signum: int) -> re.Match:
     return match
 
 
+def check_trial_stop(stopped: Stopped, signum: int, name: str) -> re.Match:
+    """:func:`check_stop_line`, and the stop within STOP_LIMIT_S (printed: when the signal came, where it stopped)."""
+    match = check_stop_line(stopped, signum)
+    print(f"{name}: signal {stopped.delay_s:.2f} s after the log line {stopped.anchor!r}, while {match[2]}; every "
+          f"process gone {stopped.stop_s:.2f} s later")
+    assert stopped.stop_s < STOP_LIMIT_S, f"stopped after {stopped.stop_s:.1f} s"
+    return match
+
+
 # --------------------------------------------------------------------------------------------- training trials
 
 
@@ -171,28 +180,37 @@ def train_cfg(tmp_path_factory) -> Path:
 ANCHORS = ("training tiny_train", "Train: [0/100][0/", "Accuracy on the", "saved ")
 
 
+def interrupt_at_log_line(argv: list[str], out: Path, anchor: str, signum: int, delay_s: float) -> Stopped:
+    """:func:`interrupt_command` ``delay_s`` after ``anchor`` appears in out/log.txt (SIGINT to the group, SIGTERM to
+    the main process); its stderr in out/../<out name>.stderr."""
+    log = out / "log.txt"
+    stopped = interrupt_command(argv, lambda: log.is_file() and anchor in log.read_text(), signum, delay_s,
+                                to_group=signum == signal.SIGINT, stderr_path=out.parent / f"{out.name}.stderr")
+    stopped.anchor = anchor
+    return stopped
+
+
+def run_selected_trials(request, test_name: str, run_trial, ids) -> dict[str, tuple[Stopped, Path]]:
+    """The trials of ``test_name`` selected in this session, two at a time, by their ids."""
+    selected = [item.callspec.params["trial"] for item in request.session.items
+                if item.module is request.module and getattr(item, "originalname", "") == test_name]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(map(ids, selected), pool.map(run_trial, selected), strict=True))
+
+
 def run_train_trial(cfg: Path, trial: tuple[int, int]) -> tuple[Stopped, Path]:
     signum, index = trial
     out = cfg.parent / "trials" / trial_id(trial)
-    anchor = ANCHORS[index % len(ANCHORS)]
+    out.parent.mkdir(exist_ok=True)
     delay = random.Random(f"{signum}-{index}").uniform(0.0, 1.0)
-    log = out / "log.txt"
-    stopped = interrupt_command(["main_group_vit.py", "--cfg", str(cfg), "--output", str(out)],
-                                lambda: log.is_file() and anchor in log.read_text(), signum, delay,
-                                to_group=signum == signal.SIGINT, stderr_path=out.parent / f"{trial_id(trial)}.stderr")
-    stopped.anchor = anchor
-    return stopped, out
+    argv = ["main_group_vit.py", "--cfg", str(cfg), "--output", str(out)]
+    return interrupt_at_log_line(argv, out, ANCHORS[index % len(ANCHORS)], signum, delay), out
 
 
 @pytest.fixture(scope="module")
 def train_trials(request, train_cfg) -> dict[str, tuple[Stopped, Path]]:
-    """The selected trials, two at a time."""
-    selected = [item.callspec.params["trial"] for item in request.session.items
-                if item.module is request.module and getattr(item, "originalname", "") == "test_training_stops"]
-    (train_cfg.parent / "trials").mkdir(exist_ok=True)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = pool.map(lambda trial: run_train_trial(train_cfg, trial), selected)
-        return dict(zip(map(trial_id, selected), results, strict=True))
+    return run_selected_trials(request, "test_training_stops", lambda trial: run_train_trial(train_cfg, trial),
+                               trial_id)
 
 
 @pytest.mark.slow
@@ -200,10 +218,7 @@ def train_trials(request, train_cfg) -> dict[str, tuple[Stopped, Path]]:
 def test_training_stops(trial, train_trials):
     signum = trial[0]
     stopped, out = train_trials[trial_id(trial)]
-    match = check_stop_line(stopped, signum)
-    print(f"{trial_id(trial)}: signal {stopped.delay_s:.2f} s after the log line {stopped.anchor!r}, while "
-          f"{match[2]}; every process gone {stopped.stop_s:.2f} s later")
-    assert stopped.stop_s < STOP_LIMIT_S, f"stopped after {stopped.stop_s:.1f} s"
+    match = check_trial_stop(stopped, signum, trial_id(trial))
     assert not [p.name for p in out.iterdir() if p.name.endswith((".tmp", ".partial"))], "partial file left"
     for path in out.glob("*.pth"):  # complete, loadable training checkpoints only
         assert {"model", "optimizer", "lr_scheduler", "epoch"} <= set(load_checkpoint(path)), path
@@ -245,26 +260,18 @@ def run_seg_trial(seg_root: Path, trial: tuple[int, int]) -> tuple[Stopped, Path
     out = seg_root.parent / "trials" / seg_trial_id(trial)
     out.mkdir(parents=True)
     (out / "seg_results.json").write_bytes(EARLIER_RESULTS)
-    anchor = SEG_ANCHORS[index % len(SEG_ANCHORS)]
     delay = random.Random(f"seg-{signum}-{index}").uniform(0.0, 3.0)
-    log = out / "log.txt"
     argv = ["main_seg.py", "--cfg", "configs/default.yml", "--resume", str(GOLDEN_CKPT), "--output", str(out),
             "--vis", "pred", "input_pred", "--opts",
             "evaluate.seg.cfg=segmentation/configs/_base_/datasets/synthetic.py",
             f"evaluate.seg.opts=[data_root={seg_root}]"]
-    stopped = interrupt_command(argv, lambda: log.is_file() and anchor in log.read_text(), signum, delay,
-                                to_group=signum == signal.SIGINT, stderr_path=out.parent / f"{out.name}.stderr")
-    stopped.anchor = anchor
-    return stopped, out
+    return interrupt_at_log_line(argv, out, SEG_ANCHORS[index % len(SEG_ANCHORS)], signum, delay), out
 
 
 @pytest.fixture(scope="module")
 def seg_trials(request, seg_world) -> dict[str, tuple[Stopped, Path]]:
-    selected = [item.callspec.params["trial"] for item in request.session.items
-                if item.module is request.module and getattr(item, "originalname", "") == "test_evaluation_stops"]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = pool.map(lambda trial: run_seg_trial(seg_world, trial), selected)
-        return dict(zip(map(seg_trial_id, selected), results, strict=True))
+    return run_selected_trials(request, "test_evaluation_stops", lambda trial: run_seg_trial(seg_world, trial),
+                               seg_trial_id)
 
 
 @pytest.mark.slow
@@ -275,10 +282,7 @@ def test_evaluation_stops(trial, seg_trials):
     left, the earlier run's results are as they were and the run lock is free."""
     signum = trial[0]
     stopped, out = seg_trials[seg_trial_id(trial)]
-    match = check_stop_line(stopped, signum)
-    print(f"{seg_trial_id(trial)}: signal {stopped.delay_s:.2f} s after the log line {stopped.anchor!r}, while "
-          f"{match[2]}; every process gone {stopped.stop_s:.2f} s later")
-    assert stopped.stop_s < STOP_LIMIT_S, f"stopped after {stopped.stop_s:.1f} s"
+    match = check_trial_stop(stopped, signum, seg_trial_id(trial))
     assert match[3] == "rerun the command to evaluate again (no results were written)", match[3]
     assert not [p.name for p in out.rglob("*") if p.name.endswith((".tmp", ".partial"))], "partial file left"
     for picture in out.rglob("*.png"):
