@@ -46,7 +46,7 @@ def _run_script(argv: list[str], cwd: str, env: dict[str, str], stdout: str, std
         os.dup2(fd, stream.fileno())
         os.close(fd)
     script = str(Path(cwd, argv[0]))
-    sys.argv = [argv[0], *argv[1:]]
+    sys.argv = list(argv)
     sys.path[0] = str(Path(script).parent)
     try:
         runpy.run_path(script, run_name="__main__")
