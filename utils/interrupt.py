@@ -10,11 +10,13 @@ stop leaves complete files only.
   the terminal to the process group and by torchrun to its workers, counts once).
 - If the stop itself takes longer than ``STOP_DEADLINE_S`` (e.g. a collective that waits for a rank that is gone),
   the process exits anyway.
-- Forked children (DataLoader workers) inherit the handler but ignore SIGINT: the main process shuts them down (it
-  drops the stopped frames, so their loaders close), so none dies while handing over a batch.
-  SIGTERM ends them as by default. A worker whose receiver leaves mid-handshake (the main process stopping while it
-  fetches a shared tensor from the worker) does not print the resource-sharer thread's traceback: the main process
-  reports the stop, once.
+- Forked children (DataLoader and Pool workers) ignore SIGINT: the main process shuts them down (it drops the
+  stopped frames, so their loaders close), so none dies while handing over a batch. SIGTERM ends them as by default.
+  Both are set for the kernel at fork, not by a Python handler: a Python handler runs only between bytecodes, so a
+  signal that lands just before a blocking call (a worker entering its queue's lock as ``Pool.terminate`` signals it)
+  would wait for a wake-up that never comes. A worker whose receiver leaves mid-handshake (the main process stopping
+  while it fetches a shared tensor from the worker) does not print the resource-sharer thread's traceback: the main
+  process reports the stop, once.
 
 A raise that lands inside a callback whose exceptions Python ignores (an import lock's weakref callback, an at-fork
 hook, a ``__del__``) is delivered again right after it. Commands say what they are doing with ``now_doing`` (e.g.
@@ -138,10 +140,7 @@ def _exit_now(message: str, code: int | None = None) -> None:
 
 
 def _handle(signum: int, frame: object) -> None:
-    if os.getpid() != _state.owner:  # a forked DataLoader worker: its main process stops it
-        if signum == signal.SIGTERM:  # what multiprocessing sends its daemonic children at exit: end as by default
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+    if os.getpid() != _state.owner:  # a child forked outside Python's fork hooks: its main process stops it
         return
     if _state.redeliver:  # the signal sent again by _unraisable, not a second press
         _state.redeliver = False
@@ -172,11 +171,14 @@ def _unraisable(hook_args: Any, previous: Callable[[Any], object]) -> None:
     previous(hook_args)
 
 
-def _quiet_lost_receivers() -> None:
-    """At fork, in a child of the process that handles the stop signals (a DataLoader worker): a connection error in
-    the thread that serves this worker's shared tensors (its receiver went away mid-handshake) is not printed."""
-    if _state.owner != os.getppid():
+def _in_forked_child() -> None:
+    """At fork, in a child of the process that handles the stop signals (a DataLoader or Pool worker): SIGINT ignored
+    and SIGTERM as by default, for the kernel; a connection error in the thread that serves this worker's shared
+    tensors (its receiver went away mid-handshake) is not printed."""
+    if _state.owner != os.getppid() or signal.getsignal(signal.SIGTERM) is not _handle:
         return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     previous = sys.excepthook
 
     def hook(kind: type[BaseException], value: BaseException, traceback: Any) -> None:
@@ -189,7 +191,7 @@ def _quiet_lost_receivers() -> None:
     sys.excepthook = hook
 
 
-os.register_at_fork(after_in_child=_quiet_lost_receivers)
+os.register_at_fork(after_in_child=_in_forked_child)
 
 
 @contextmanager
