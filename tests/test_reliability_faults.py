@@ -492,6 +492,36 @@ def test_forked_workers_stop_as_the_kernel_says(tmp_path):
     assert done.stdout.split("\n")[:2] == ["[[True, True], [True, True]]", "done"], done.stdout + done.stderr
 
 
+HALF_BUILT = textwrap.dedent("""
+    import gc, os, signal, sys
+    sys.path.insert(0, {root!r})
+    from utils.interrupt import Interrupted, handling_stop_signals
+
+    class HalfBuilt:  # as a DataLoader iterator whose __init__ a stop interrupted: its __del__ fails
+        def __del__(self):
+            self.workers_status
+
+    with handling_stop_signals():
+        HalfBuilt()  # before any stop: printed
+        gc.collect()
+        print("stop", file=sys.stderr, flush=True)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except Interrupted:
+            HalfBuilt()  # after the stop: a consequence of it, not printed
+            gc.collect()
+""")
+
+
+def test_errors_in_del_after_a_stop_are_not_printed(tmp_path):
+    script = tmp_path / "half_built.py"
+    script.write_text(HALF_BUILT.format(root=str(ROOT)))
+    done = subprocess.run([sys.executable, str(script)], env=ENV, capture_output=True, text=True, timeout=60)
+    before, _, after = done.stderr.partition("stop\n")
+    assert done.returncode == 0 and "AttributeError" in before and "workers_status" in before, done.stderr
+    assert after == "", done.stderr
+
+
 # --------------------------------------------------------------------------------------------- one run per folder
 
 

@@ -19,7 +19,8 @@ stop leaves complete files only.
   process reports the stop, once.
 
 A raise that lands inside a callback whose exceptions Python ignores (an import lock's weakref callback, an at-fork
-hook, a ``__del__``) is delivered again right after it. Commands say what they are doing with ``now_doing`` (e.g.
+hook, a ``__del__``) is delivered again right after it; other errors in such callbacks after a stop are its
+consequences and are not printed. Commands say what they are doing with ``now_doing`` (e.g.
 'training epoch 3, step 5/10'), which also raises ``Interrupted`` once a stop was requested, and how to continue in
 ``progress.resume`` (e.g. 'the last complete checkpoint is out/checkpoint.pth: ...'); the stop line reports both.
 """
@@ -161,14 +162,18 @@ def _handle(signum: int, frame: object) -> None:
 
 def _unraisable(hook_args: Any, previous: Callable[[Any], object]) -> None:
     """``sys.unraisablehook``: an ``Interrupted`` raised inside a callback whose exceptions Python ignores (an
-    import lock's weakref callback, an at-fork hook, a ``__del__``) is delivered again right after it, silently."""
-    if isinstance(hook_args.exc_value, Interrupted) and os.getpid() == _state.owner:
+    import lock's weakref callback, an at-fork hook, a ``__del__``) is delivered again right after it, silently.
+    Once a stop was requested, other such errors are its consequences (e.g. the ``__del__`` of a DataLoader
+    iterator that the stop interrupted while it started its workers) and are not printed: the stop line reports."""
+    if os.getpid() != _state.owner:
+        previous(hook_args)
+    elif isinstance(hook_args.exc_value, Interrupted):
         _state.redeliver = True  # a moment later, from another thread: the handler then runs after this callback
         resend = threading.Timer(REDELIVER_AFTER_S, os.kill, args=(os.getpid(), hook_args.exc_value.signum))
         resend.daemon = True
         resend.start()
-        return
-    previous(hook_args)
+    elif _state.signum is None:
+        previous(hook_args)
 
 
 def _in_forked_child() -> None:
