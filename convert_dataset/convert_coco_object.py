@@ -86,6 +86,8 @@ def convert(coco: Path, out: Path, nproc: int = 1) -> int:
                 with Pool(nproc) as pool:
                     for _ in pool.imap_unordered(work, paths, chunksize=16):
                         bar.update()
+                    pool.close()  # the workers end on their own; terminate() (the block's exit) is for errors
+                    pool.join()
             else:
                 for path in paths:
                     work(path)

@@ -55,6 +55,8 @@ def _run(task: Callable[[int], int], num_tasks: int, total: int, workers: int, d
         with Pool(min(workers, num_tasks)) as pool:  # the platform default start method; tasks are picklable
             for done in pool.imap_unordered(task, range(num_tasks)):
                 bar.update(done)
+            pool.close()  # the workers end on their own: terminate() (the block's exit) is left for errors and stops
+            pool.join()
 
 
 def _shard_name(kind: str, shard: int) -> str:
