@@ -33,10 +33,16 @@ LOCK_NAME = "run.lock"
 _held: dict[int, tuple[int, int]] = {}  # this process's lock descriptors -> (device, inode) of their file
 
 
+def _file_id(fd: int) -> tuple[int, int]:
+    """(device, inode) of the file that ``fd`` is open on."""
+    stat = os.fstat(fd)
+    return stat.st_dev, stat.st_ino
+
+
 def _close_in_child() -> None:
     for fd, file in _held.items():
         with contextlib.suppress(OSError):
-            if (os.fstat(fd).st_dev, os.fstat(fd).st_ino) == file:  # still the lock file's descriptor
+            if _file_id(fd) == file:  # still the lock file's descriptor
                 os.close(fd)
     _held.clear()
 
@@ -62,7 +68,7 @@ def acquire(folder: str | os.PathLike) -> int | None:
         return None
     os.ftruncate(fd, 0)
     os.write(fd, (_holder() + "\n").encode())
-    _held[fd] = (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+    _held[fd] = _file_id(fd)
     return fd
 
 
