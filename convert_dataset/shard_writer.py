@@ -38,6 +38,7 @@ class ShardWriter:
         self.total = 0
         self._file: IO[bytes] | None = None
         self._tar: wds.TarWriter | None = None
+        self._partial: Path | None = None  # the temporary file of the shard being written, once it may exist
         self._count = 0
         self._size = 0
         folder = self.pattern.parent
@@ -61,7 +62,9 @@ class ShardWriter:
             self.next_shard()
         if self._tar is None:
             interrupt.now_doing(f"writing {self._final_path()}")
-            self._file = open(partial_path(self._final_path()), "wb")  # closed by next_shard/abort
+            # Named before it is created: a stop that lands inside open() or TarWriter() still finds it to delete.
+            self._partial = partial_path(self._final_path())
+            self._file = open(self._partial, "wb")  # closed by next_shard/abort
             self._tar = wds.TarWriter(self._file)
             self._count = self._size = 0
         self._size += self._tar.write(sample)
@@ -77,21 +80,23 @@ class ShardWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         final = self._final_path()
-        os.replace(partial_path(final), final)
+        os.replace(self._partial, final)
         fsync_folder(final.parent)
         self.shards.append(final)
         interrupt.progress.resume = (f"{len(self.shards)} complete shard(s) in {final.parent}, no partial one; a "
                                      "conversion cannot resume: remove them and rerun")
-        self._tar = self._file = None
+        self._tar = self._file = self._partial = None
 
     def abort(self) -> None:
-        """Discard the shard being written; completed shards stay."""
-        if self._tar is not None and self._file is not None:
-            with contextlib.suppress(Exception):  # the file is deleted anyway; keep the error that caused the abort
+        """Discard the shard being written, however far its start got; completed shards stay."""
+        with contextlib.suppress(Exception):  # the file is deleted anyway; keep the error that caused the abort
+            if self._tar is not None:
                 self._tar.close()
+        if self._file is not None:
             self._file.close()
-            partial_path(self._final_path()).unlink(missing_ok=True)
-        self._tar = self._file = None
+        if self._partial is not None:
+            self._partial.unlink(missing_ok=True)
+        self._tar = self._file = self._partial = None
 
     def __enter__(self) -> ShardWriter:
         return self

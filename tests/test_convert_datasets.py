@@ -72,6 +72,21 @@ def test_shard_writer_interrupted_mid_shard_leaves_only_complete_shards(tmp_path
     assert len(read_shards([tmp_path / "s-000000.tar"])) == 2
 
 
+def test_shard_writer_stopped_while_starting_a_shard_leaves_only_complete_shards(tmp_path, monkeypatch):
+    """A Ctrl-C that lands after the next shard's temporary file was opened, before its tar writer exists (the
+    conversion trials' signal arrives right when a shard completes, so this is where it often lands)."""
+    import convert_dataset.shard_writer as shard_writer
+
+    def stopped_tar_writer(fileobj):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), ShardWriter(tmp_path / "s-%06d.tar", maxcount=1) as writer:
+        writer.write({"__key__": "k0", "text": "a caption"})
+        monkeypatch.setattr(shard_writer.wds, "TarWriter", stopped_tar_writer)
+        writer.write({"__key__": "k1", "text": "a caption"})
+    assert shard_names(tmp_path) == ["s-000000.tar"]
+
+
 def test_shard_writer_refuses_folder_with_shards(tmp_path):
     (tmp_path / "s-000000.tar").write_bytes(b"")
     with pytest.raises(UserError, match="already holds 1 shard"):
