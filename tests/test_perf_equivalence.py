@@ -58,22 +58,18 @@ def test_batched_slide_equals_one_window_at_a_time(seg_model, golden, size):
     generator = torch.Generator().manual_seed(sum(size))
     image = golden["inputs"]["img_rect"] if size == (448, 592) else torch.randn(2, 3, *size, generator=generator)
     metas = [dict(ori_shape=size, img_shape=size) for _ in range(len(image))]
-    crops = []
-    encode_decode = seg_model.encode_decode
-
-    def recording(inputs, batch_img_metas):
-        crops.append(len(inputs))
-        return encode_decode(inputs, batch_img_metas)
-
-    stub = copy.copy(seg_model)
-    stub.encode_decode = recording
-    with torch.no_grad():
-        fast = stub.slide_inference(image, [dict(m) for m in metas])
-        calls = len(crops)
-        one_by_one = EncoderDecoder.slide_inference(stub, image, [dict(m) for m in metas])
+    passes = []  # the batch size of every image-encoder pass
+    hook = seg_model.model.img_encoder.register_forward_pre_hook(lambda module, args: passes.append(len(args[0])))
+    try:
+        with torch.no_grad():
+            fast = seg_model.slide_inference(image, [dict(m) for m in metas])
+            calls = len(passes)
+            one_by_one = EncoderDecoder.slide_inference(seg_model, image, [dict(m) for m in metas])
+    finally:
+        hook.remove()
     windows = slide_windows(*size, seg_model.test_cfg.crop_size, seg_model.test_cfg.stride)
-    assert calls == 1 and crops[0] == len(windows) * len(image)  # every window of the batch in one encoder pass
-    assert crops[1:] == [len(image)] * len(windows)
+    assert calls == 1 and passes[0] == len(windows) * len(image)  # every window of the batch in one encoder pass
+    assert passes[1:] == [len(image)] * len(windows)
     torch.testing.assert_close(fast, one_by_one, atol=1e-5, rtol=0)
     assert torch.equal(fast.argmax(dim=1), one_by_one.argmax(dim=1))
 
@@ -92,6 +88,89 @@ def test_postprocess_is_mmsegs_with_the_reference_label(seg_model, meta):
     assert torch.equal(ours.pred_sem_seg.data, theirs.seg_logits.data.softmax(dim=0).argmax(dim=0, keepdim=True))
     bare = seg_model.postprocess_result(logits, None)[0]  # no samples: no resize, as mmseg
     assert torch.equal(bare.seg_logits.data, logits[0])
+
+
+def dense_reference_labels(seg, image: torch.Tensor, metas: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per image (first threshold's seg_logits [C, H, W], label maps [K or 1, H, W]) the dense way: mmseg's
+    one-window-at-a-time inference of every channel, mmseg's postprocess_result, the softmax argmax per threshold."""
+    with torch.no_grad():
+        if seg.test_cfg.mode == "slide":
+            logits = EncoderDecoder.slide_inference(seg, image, [dict(m) for m in metas])
+        else:
+            logits = seg.encode_decode(image, [dict(m) for m in metas])
+        samples = BaseSegmentor.postprocess_result(seg, logits, [SegDataSample(metainfo=dict(m)) for m in metas])
+    K, out = len(seg.bg_threshs), []
+    for sample in samples:
+        full = sample.seg_logits.data  # [K + N, H, W]
+        per_thresh = [full] if K <= 1 else [torch.cat([full[k:k + 1], full[K:]]) for k in range(K)]
+        out.append((per_thresh[0], torch.cat([p.softmax(dim=0).argmax(dim=0, keepdim=True) for p in per_thresh])))
+    return out
+
+
+@pytest.mark.parametrize("case", ["voc", "voc-sweep", "voc-whole", "stuff"])
+def test_predict_on_the_scoring_channels_equals_dense(tiny_model, golden, case):
+    """predict computes only the channels some group scores (at most 5 classes per window); its seg_logits and
+    labels equal mmseg's dense path over every channel, with and without background, for a threshold sweep and
+    whole-image mode, on a batch of two images with padding and flips."""
+    from segmentation.datasets import COCO_STUFF_CLASSES
+
+    threshs = {"voc-sweep": [0.01, 0.05, 0.95], "voc-whole": [0.0]}.get(case)
+    if case == "stuff":
+        classes, cfg, opts = list(COCO_STUFF_CLASSES), "segmentation/configs/_base_/datasets/coco_stuff.py", ()
+    else:
+        classes, cfg = golden["seg"]["classes"], VOC_CFG
+        opts = ("test_cfg.mode=whole",) if case == "voc-whole" else ()
+    seg = build_segmentor(tiny_model, classes, cfg, opts, bg_threshs=threshs)
+    noise = torch.randn(1, 3, 448, 592, generator=torch.Generator().manual_seed(3))
+    image = torch.cat([golden["inputs"]["img_rect"], noise])  # [2, 3, 448, 592]
+    metas = [dict(ori_shape=(300, 400), img_shape=(448, 592)),
+             dict(ori_shape=(350, 460), img_shape=(448, 592), padding_size=[0, 8, 0, 4], flip=True,
+                  flip_direction="horizontal")]
+    with torch.no_grad():
+        scores = seg.window_scores(image, seg.windows(image))
+        samples = seg.predict(image, [SegDataSample(metainfo=dict(m)) for m in metas])
+    assert len(scores.channels) < seg.out_channels  # the test runs the reduced path
+    for sample, (logits, labels) in zip(samples, dense_reference_labels(seg, image, metas), strict=True):
+        assert torch.equal(sample.seg_logits.data, logits)
+        assert torch.equal(sample.get("pred_sem_seg_per_thresh", sample.pred_sem_seg).data, labels)
+    assert len(samples[0].pred_sem_seg.data.unique()) > 1  # not a trivial labelling
+
+
+def softmax_argmax(values: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """The reference's label of [A, H, W] scores of ``labels`` of ``num_labels`` (the others 0): [1, H, W]."""
+    dense = values.new_zeros((num_labels, *values.shape[1:]))
+    dense[labels] = values
+    return dense.softmax(dim=0).argmax(dim=0, keepdim=True)
+
+
+@pytest.mark.parametrize("case", ["near-ties", "best-zero", "best-tiny", "exact-ties", "negative", "nan", "all-labels"])
+def test_label_map_is_the_softmax_argmax(case):
+    """label_map over some of the labels (the others 0) = argmax of the softmax over all of them, also where the
+    softmax rounds near-ties into exact ties, at a best score of 0 or just above it, and for negative or non-finite
+    scores. Each case alone: any pixel of a map can send it to the dense softmax."""
+    from segmentation.evaluation.group_vit_seg import label_map
+
+    values = torch.rand(4, 60, 80, generator=torch.Generator().manual_seed(0))  # labels 1, 2, 4, 6 of 8
+    labels, num_labels = torch.tensor([1, 2, 4, 6]), 8
+    if case == "near-ties":
+        values[3, :20] = values[2, :20] = values[:, :20].max(dim=0).values + 0.01
+        values[3, :20] = torch.nextafter(values[2, :20], torch.tensor(2.0))  # 1 ulp above label 4's best
+    elif case == "best-zero":
+        values[:, 20:25] = 0.0  # the missing label 0 wins the tie
+    elif case == "best-tiny":
+        values[:, 25:28] = 2e-8  # the missing labels' 0 nearly ties (exp(-2e-8) rounds to 1)
+    elif case == "exact-ties":
+        values[1, 28:30] = values[0, 28:30] = 2.0  # the lower label
+    elif case == "negative":
+        values -= 2.0  # the missing labels' 0 wins
+    elif case == "nan":
+        values[1, 50, 50] = float("nan")
+    else:
+        labels, num_labels = torch.arange(4), 4
+    expected = softmax_argmax(values, labels, num_labels)
+    assert torch.equal(label_map(values, labels, num_labels), expected)
+    if case in ("near-ties", "best-zero", "best-tiny", "negative"):  # the first maximum of the scores is wrong
+        assert not torch.equal(labels[values.max(dim=0, keepdim=True).indices], expected)
 
 
 def test_encode_decode_equals_reference_two_passes(seg_model, golden):

@@ -95,14 +95,14 @@ def test_slide_inference(seg_model, golden, monkeypatch):
     img = golden["inputs"]["img_rect"]
     meta = dict(ori_shape=tuple(sl["img_meta"]["ori_shape"][:2]), img_shape=tuple(sl["img_meta"]["img_shape"][:2]))
 
-    crops = []
-    encode_decode = seg_model.encode_decode
+    crops = []  # the image encoder's inputs
+    encode_decode, encoder_forward = seg_model.encode_decode, seg_model.model.img_encoder.forward
 
-    def recording(inputs, metas):
+    def recording(inputs, **kwargs):
         crops.append(inputs)
-        return encode_decode(inputs, metas)
+        return encoder_forward(inputs, **kwargs)
 
-    monkeypatch.setattr(seg_model, "encode_decode", recording)
+    monkeypatch.setattr(seg_model.model.img_encoder, "forward", recording)
     with torch.no_grad():
         before_resize = seg_model.inference(img, [dict(meta)])
         sample = seg_model.predict(img, [SegDataSample(metainfo=meta)])[0]

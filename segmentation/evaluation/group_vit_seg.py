@@ -13,6 +13,11 @@ the threshold, so the segmentor outputs one background channel per threshold bef
 label map of threshold k is the argmax over its background channel and the class channels, as a run with that
 threshold alone computes it.
 
+Only the channels some group scores above zero are computed at pixel level (:class:`ChannelScores`): a group's class
+scores are zero outside the image's top-5 classes, so an image has at most 5 per window of the N class channels
+(COCO-Stuff: 10 of 171). The others are zero at every pixel, and the label rule (:func:`label_map`) accounts for them
+exactly; ``slide_inference`` and ``postprocess_result`` give mmseg's dense tensors as before.
+
 Shapes: B crops of H x W pixels, L image tokens, G_k groups at grouping stage k (64 then 8 for the released
 models), N text classes, E embedding dim, K background thresholds (1 by default, 0 without background),
 C = N + 1 classes (background first) or N, K + N output channels.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,6 +44,10 @@ from datasets.image_check import check_fits
 from models import MultiLabelContrastive
 
 TOP_K = 5  # image-level classes a group may be assigned to
+# A score less than this below a pixel's best is a near-tie: the softmax before the argmax may round it into an exact
+# tie, which the lower label then wins. Above it, exp(score - best) stays at least 2^-22 below exp(0) even with exp
+# a few units in the last place off, so the two softmax values stay apart after the division by their common sum.
+NEAR_TIE = 2.0 ** -19
 
 
 def token_grid(height: int, width: int, num_tokens: int) -> tuple[int, int]:
@@ -104,6 +114,66 @@ def slide_windows(height: int, width: int, crop: Sequence[int], stride: Sequence
     return windows
 
 
+def paint(rows: Tensor, group_of_pixel: Tensor) -> Tensor:
+    """Each pixel its group's row: [B, G, C] rows and [B, H, W] group indices -> [B, C, H, W]."""
+    B, C = rows.shape[0], rows.shape[-1]
+    height, width = group_of_pixel.shape[-2:]
+    index = group_of_pixel.view(B, 1, -1).expand(-1, C, -1)  # [B, C, H*W]
+    return rows.transpose(1, 2).contiguous().gather(2, index).view(B, C, height, width)
+
+
+@dataclass
+class ChannelScores:
+    """Score maps of which only some channels can be nonzero: ``values`` [B, A, H, W] are the output channels
+    ``channels`` [A] (ascending) of ``num_channels``; every other channel is 0 at every pixel."""
+
+    values: Tensor
+    channels: Tensor
+    num_channels: int
+
+    @classmethod
+    def of_dense(cls, logits: Tensor) -> ChannelScores:
+        """Every channel of [B, C, H, W] scores."""
+        return cls(logits, torch.arange(logits.shape[1], device=logits.device), logits.shape[1])
+
+    def dense(self) -> Tensor:
+        """[B, num_channels, H, W], the missing channels zero."""
+        B, _, H, W = self.values.shape
+        out = self.values.new_zeros((B, self.num_channels, H, W))
+        out[:, self.channels] = self.values
+        return out
+
+
+def label_map(values: Tensor, labels: Tensor, num_labels: int) -> Tensor:
+    """The reference's label, argmax over the channels of softmax(scores) (lowest index on ties), of [A, H, W]
+    scores of the labels ``labels`` [A] (ascending) of ``num_labels``; the other labels score 0: [1, H, W].
+
+    The softmax does not change which channel is largest, but it can round values a few units in the last place
+    apart into an exact tie, which the lowest index then wins. So: label = first maximum of the scores themselves,
+    where a missing label (score 0) counts when the best score is 0; pixels with a score within ``NEAR_TIE`` below
+    the best (a missing label's 0 included), a negative best score with labels missing, or non-finite scores are
+    decided by the softmax over the dense scores, as the reference does.
+    """
+    best, index = values.max(dim=0, keepdim=True)  # [1, H, W], first maximum
+    label = labels[index]
+    below = values - best  # [A, H, W], <= 0; what the softmax exponentiates
+    near = ((below < 0) & (below > -NEAR_TIE)).any(dim=0, keepdim=True)  # [1, H, W]
+    exact = bool(torch.isfinite(values).all())
+    if len(labels) < num_labels:
+        present = torch.zeros(num_labels, dtype=torch.bool, device=values.device)
+        present[labels] = True
+        first_missing = int((~present).nonzero()[0])
+        label = torch.where(best == 0, label.clamp(max=first_missing), label)
+        near |= (best > 0) & (best < NEAR_TIE)
+        exact &= not bool((best < 0).any())
+    if exact and not bool(near.any()):
+        return label
+    dense = values.new_zeros((num_labels, *values.shape[1:]))
+    dense[labels] = values
+    # max(...).indices is argmax (the first maximum wins), several times faster over the channel axis
+    return dense.softmax(dim=0).max(dim=0, keepdim=True).indices
+
+
 class GroupViTSegInference(EncoderDecoder):
     """Zero-shot segmentation with a GroupViT ``MultiLabelContrastive`` model and fixed class embeddings.
 
@@ -163,6 +233,12 @@ class GroupViTSegInference(EncoderDecoder):
     def decode(self, out: Mapping[str, Any], height: int, width: int) -> Tensor:
         """:meth:`encode_decode` after the image encoder: its ``as_dict`` outputs (with features and attention)
         -> scores [B, K + N, height, width]."""
+        group_of_pixel, rows = self.group_rows(out, height, width)
+        return paint(rows, group_of_pixel)
+
+    def group_rows(self, out: Mapping[str, Any], height: int, width: int) -> tuple[Tensor, Tensor]:
+        """Each pixel's final group [B, H, W] and each group's output scores [B, G, K + N], from the image
+        encoder's ``as_dict`` outputs (with features and attention) for crops of height x width."""
         final = chained_assignments(out["attn_dicts"])[-1]  # [B, 1, L, G]
         group_of_pixel = upsample_token_map(final, height, width).max(dim=1).indices  # [B, H, W], first max wins
         image_x = F.normalize(self.model.img_projector(out["x"]), dim=-1)  # [B, E]
@@ -183,44 +259,75 @@ class GroupViTSegInference(EncoderDecoder):
             group_best = rows.max(dim=-1, keepdim=True).values  # [B, G, 1]
             background = [group_best < best.clamp(max=t)[:, None, None] for t in self.bg_threshs]  # K x [B, G, 1]
             rows = torch.cat([*(bg.to(rows.dtype) for bg in background), rows], dim=-1)  # [B, G, K + N]
-        B, C = rows.shape[0], rows.shape[-1]
-        index = group_of_pixel.view(B, 1, -1).expand(-1, C, -1)  # [B, C, H*W]
-        return rows.transpose(1, 2).contiguous().gather(2, index).view(B, C, height, width)
+        return group_of_pixel, rows
 
     def inference(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
         """mmseg's ``inference`` (slide or whole), after checking that the resized image covers one patch."""
+        self.check_fits(inputs, batch_img_metas)
+        return super().inference(inputs, batch_img_metas)
+
+    def check_fits(self, inputs: Tensor, batch_img_metas: list[dict]) -> None:
         patch_size = self.model.img_encoder.patch_embed.patch_size
         check_fits(inputs.shape[-1], inputs.shape[-2], patch_size, batch_img_metas[0].get("img_path") or "the image",
                    after="after the test pipeline's resize")
-        return super().inference(inputs, batch_img_metas)
 
     def slide_inference(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
         """mmseg's sliding-window inference (same windows, sum, division by the per-pixel window count), with every
-        window of the batch through :meth:`encode_decode` at once. The windows of an image all have the same size."""
+        window of the batch through the encoder at once."""
+        return self.window_scores(inputs, self.windows(inputs)).dense()
+
+    def windows(self, inputs: Tensor) -> list[tuple[int, ...]]:
+        """The crops (y1, y2, x1, x2) of ``inputs`` [B, 3, H, W]: mmseg's sliding windows, or the whole image."""
+        height, width = inputs.shape[-2:]
+        mode = self.test_cfg.get("mode", "whole")
+        assert mode in ("slide", "whole"), f'only "slide" or "whole" test mode are supported, not {mode!r}'
+        if mode == "slide":
+            return slide_windows(height, width, self.test_cfg.crop_size, self.test_cfg.stride)
+        return [(0, height, 0, width)]
+
+    def window_scores(self, inputs: Tensor, windows: Sequence[tuple[int, ...]]) -> ChannelScores:
+        """The scores of ``inputs`` [B, 3, H, W] averaged over ``windows`` (all of one size; each pixel's sum divided
+        by its window count, as mmseg's slide_inference does), in the channels some group of the batch scores."""
         batch_size, _, height, width = inputs.shape
-        windows = slide_windows(height, width, self.test_cfg.crop_size, self.test_cfg.stride)
         crops = torch.cat([inputs[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in windows])  # [windows * B, 3, h, w]
-        crop_metas = [dict(meta, img_shape=crops.shape[2:]) for meta in batch_img_metas]  # as mmseg passes them
-        crop_logits = self.encode_decode(crops, crop_metas).split(batch_size)
-        preds = inputs.new_zeros((batch_size, self.out_channels, height, width))
+        out = self.model.img_encoder(crops, return_feat=True, return_attn=True, as_dict=True)
+        group_of_pixel, rows = self.group_rows(out, *crops.shape[-2:])  # [windows * B, h, w], [windows * B, G, K + N]
+        active = rows.ne(0).flatten(0, 1).any(dim=0)  # [K + N]
+        active[:max(len(self.bg_threshs), 1)] = True  # the background channels (without: channel 0) always
+        channels = active.nonzero()[:, 0]  # [A]
+        crop_scores = paint(rows[..., channels], group_of_pixel).split(batch_size)  # windows x [B, A, h, w]
+        preds = inputs.new_zeros((batch_size, len(channels), height, width))
         count = inputs.new_zeros((batch_size, 1, height, width))
-        for (y1, y2, x1, x2), logits in zip(windows, crop_logits, strict=True):
-            preds[:, :, y1:y2, x1:x2] += logits
+        for (y1, y2, x1, x2), scores in zip(windows, crop_scores, strict=True):
+            preds[:, :, y1:y2, x1:x2] += scores
             count[:, :, y1:y2, x1:x2] += 1
-        return preds.div_(count)
+        return ChannelScores(preds.div_(count), channels, self.out_channels)
+
+    def predict(self, inputs: Tensor, data_samples: OptSampleList = None) -> SampleList:
+        """mmseg's ``predict`` (``inference``, then ``postprocess_result``) on the channels some group scores."""
+        metas = [s.metainfo for s in data_samples] if data_samples is not None else \
+            [dict(ori_shape=inputs.shape[2:], img_shape=inputs.shape[2:], pad_shape=inputs.shape[2:],
+                  padding_size=[0, 0, 0, 0])] * inputs.shape[0]
+        self.check_fits(inputs, metas)
+        return self.postprocess_scores(self.window_scores(inputs, self.windows(inputs)), data_samples)
 
     def postprocess_result(self, seg_logits: Tensor, data_samples: OptSampleList = None) -> SampleList:
+        """mmseg's ``postprocess_result`` on dense [B, K + N, H, W] scores (see :meth:`postprocess_scores`)."""
+        return self.postprocess_scores(ChannelScores.of_dense(seg_logits), data_samples)
+
+    def postprocess_scores(self, scores: ChannelScores, data_samples: OptSampleList = None) -> SampleList:
         """mmseg's ``postprocess_result``: padding cut off, flip undone, bilinear resize to ``ori_shape`` (nothing of
         this without ``data_samples``). The label is the reference's, the argmax of the softmax over channels (mmseg
         0.x; the lowest index wins ties), instead of mmseg 1.x's argmax of the raw scores, which is not computed.
 
-        With several thresholds, ``seg_logits`` [C, H, W] and ``pred_sem_seg`` are the first threshold's and
+        ``seg_logits`` [C, H, W] and ``pred_sem_seg`` are the first threshold's; with several thresholds,
         ``pred_sem_seg_per_thresh`` [K, H, W] holds every threshold's label map."""
-        metas = [None] * len(seg_logits) if data_samples is None else [s.metainfo for s in data_samples]
-        data_samples = data_samples or [SegDataSample() for _ in range(len(seg_logits))]
-        height, width = seg_logits.shape[-2:]
+        values = scores.values
+        metas = [None] * len(values) if data_samples is None else [s.metainfo for s in data_samples]
+        data_samples = data_samples or [SegDataSample() for _ in range(len(values))]
+        height, width = values.shape[-2:]
         for i, (sample, meta) in enumerate(zip(data_samples, metas, strict=True)):
-            logits = seg_logits[i:i + 1]  # [1, C, H, W]
+            logits = values[i:i + 1]  # [1, A, H, W]
             if meta is not None:
                 left, right, top, bottom = meta.get("img_padding_size", meta.get("padding_size", [0] * 4))
                 logits = logits[:, :, top:height - bottom, left:width - right]
@@ -230,17 +337,24 @@ class GroupViTSegInference(EncoderDecoder):
                     logits = logits.flip(dims=(3,) if direction == "horizontal" else (2,))
                 logits = F.interpolate(logits, size=tuple(meta["ori_shape"][:2]), mode="bilinear",
                                        align_corners=self.align_corners)
-            per_thresh = self.split_thresholds(logits[0])  # K x [C, H, W], or the [C, H, W] logits alone
-            # max(...).indices is argmax (the first maximum wins), several times faster over the channel axis
-            labels = [scores.softmax(dim=0).max(dim=0, keepdim=True).indices for scores in per_thresh]  # [1, H, W]
-            sample.set_data({"seg_logits": PixelData(data=per_thresh[0]), "pred_sem_seg": PixelData(data=labels[0])})
+            per_thresh = self.split_thresholds(ChannelScores(logits, scores.channels, scores.num_channels))
+            labels = [label_map(s.values[0], s.channels, s.num_channels) for s in per_thresh]  # K x [1, H, W]
+            sample.set_data({"seg_logits": PixelData(data=per_thresh[0].dense()[0]),
+                             "pred_sem_seg": PixelData(data=labels[0])})
             if len(labels) > 1:
                 sample.set_data({"pred_sem_seg_per_thresh": PixelData(data=torch.cat(labels))})
         return data_samples
 
-    def split_thresholds(self, logits: Tensor) -> list[Tensor]:
-        """[K + N, H, W] -> one [C, H, W] score map per threshold (its background channel, then the classes)."""
+    def split_thresholds(self, scores: ChannelScores) -> list[ChannelScores]:
+        """Output-channel scores (K background channels, then N classes) -> one score map per threshold over the
+        C classes (its background channel first, then the N classes)."""
         K = len(self.bg_threshs)
-        if K <= 1:
-            return [logits]
-        return [torch.cat([logits[k:k + 1], logits[K:]]) for k in range(K)]
+        if K == 0:
+            return [scores]
+        channels = scores.channels
+        per_thresh = []
+        for k in range(K):
+            keep = (channels == k) | (channels >= K)  # [A]
+            labels = torch.where(channels[keep] == k, 0, channels[keep] - K + 1)
+            per_thresh.append(ChannelScores(scores.values[:, keep], labels, self.num_classes))
+        return per_thresh
