@@ -14,8 +14,9 @@ Variants, all on the same model and inputs, interleaved:
   image encoder twice per window, every stage's attention map resized, the reference's explicit attention and
   Conv1d projectors;
 - reference-segmentor: the same segmentor structure on our current encoder (isolates the segmentor's share);
-- ours: the library segmentor (all windows of an image in one encoder batch, one pass per window, only the final
-  group map resized);
+- ours: the library segmentor as ``evaluate_seg`` runs it (all windows of an image in one encoder batch, one pass
+  per window, only the final group map resized, pixel-level work only in the channels some group scores, labels
+  without the dense score map);
 - ours-sweep4: the same with the four background thresholds of ``main_seg.py --bg-thresh 0.5 0.7 0.9 0.95`` (what
   the benchmark suite runs per image of a dataset with background: one forward, four label maps).
 The label maps of 'reference' and 'ours' are compared (pixels that differ, out of all), and those of 'ours-sweep4'
@@ -72,6 +73,7 @@ def build_segmentors(cfg_path: str, device: torch.device):
     seg_cfg = load_seg_config(Path(__file__).resolve().parents[1] / VOC_CFG)
     ours = build_segmentor(model, list(VOC_CLASSES), seg_cfg)
     sweep = build_segmentor(model, list(VOC_CLASSES), seg_cfg, bg_threshs=SWEEP)
+    ours.keep_seg_logits = sweep.keep_seg_logits = False  # as evaluate_seg runs them
     return ours, sweep, ReferenceSegInference.like(ours, seg_cfg.data_preprocessor)
 
 
@@ -126,6 +128,7 @@ def bench_suite(cfg_path: str, images: list[tuple[torch.Tensor, dict]], repeats:
         seg_cfg = load_seg_config(DATASET_CFGS / cfg_file)
         meta = DATASETS.get(seg_cfg.test_dataloader.dataset.type).METAINFO
         ours = build_segmentor(model, meta, seg_cfg)
+        ours.keep_seg_logits = False  # as evaluate_seg runs it
         ref = ReferenceSegInference.like(ours, seg_cfg.data_preprocessor)
         variants = {"reference": lambda ref=ref: predict_all(ref, images, faithful_model=True),
                     "ours": lambda ours=ours: predict_all(ours, images)}

@@ -173,6 +173,25 @@ def test_label_map_is_the_softmax_argmax(case):
         assert not torch.equal(labels[values.max(dim=0, keepdim=True).indices], expected)
 
 
+def test_label_map_decides_a_few_near_ties_as_a_full_map_does():
+    """The softmax kernel's vectorised path and its scalar tail can round a near-tie differently; label_map decides
+    its few undecided pixels on the vectorised path, as a full map's softmax decides almost all of its pixels."""
+    from segmentation.evaluation.group_vit_seg import label_map
+
+    generator = torch.Generator().manual_seed(0)
+    candidates = torch.rand(8, 4096, generator=generator)  # columns with a 1-ulp near-tie between labels 2 and 5
+    candidates[2] = candidates.max(dim=0).values + 0.01
+    candidates[5] = torch.nextafter(candidates[2], torch.tensor(2.0))
+    whole = candidates.softmax(dim=0).argmax(dim=0)
+    alone = torch.cat([candidates[:, i:i + 1].softmax(dim=0).argmax(dim=0) for i in range(4096)])  # scalar tail
+    split = (whole != alone).nonzero()[:3, 0]
+    assert len(split) == 3
+    values = torch.rand(8, 8, 16, generator=generator) * 0.5  # decided everywhere but at three pixels
+    values.view(8, -1)[:, [5, 40, 77]] = candidates[:, split]
+    labels = torch.arange(8)
+    assert torch.equal(label_map(values, labels, 8), values.softmax(dim=0).argmax(dim=0, keepdim=True))
+
+
 def test_encode_decode_equals_reference_two_passes(seg_model, golden):
     ref = ReferenceSegInference.like(seg_model, load_seg_config(VOC_CFG).data_preprocessor)
     metas = [dict(ori_shape=(448, 592), img_shape=(448, 592))]

@@ -146,6 +146,7 @@ def evaluate_seg(cfg: DictConfig, model: torch.nn.Module, logger: logging.Logger
     loader = build_seg_dataloader(dataset, seg_cfg)
     with eval_mode(model) as model:
         seg_model = build_segmentor(model, dataset, seg_cfg, template=template, bg_threshs=bg_threshs)
+        seg_model.keep_seg_logits = False  # the metric reads the labels; no dense [C, H, W] map per image
         thresholds = seg_model.bg_threshs or (None,)
         # 'gpu' collection = all_gather_object over the process group (also fine with gloo on CPU)
         metrics = [PerClassIoUMetric(iou_metrics=["mIoU"], collect_device="gpu") for _ in thresholds]

@@ -149,29 +149,30 @@ def label_map(values: Tensor, labels: Tensor, num_labels: int) -> Tensor:
     scores of the labels ``labels`` [A] (ascending) of ``num_labels``; the other labels score 0: [1, H, W].
 
     The softmax does not change which channel is largest, but it can round values a few units in the last place
-    apart into an exact tie, which the lowest index then wins. So: label = first maximum of the scores themselves,
-    where a missing label (score 0) counts when the best score is 0; pixels with a score within ``NEAR_TIE`` below
-    the best (a missing label's 0 included), a negative best score with labels missing, or non-finite scores are
-    decided by the softmax over the dense scores, as the reference does.
+    apart into an exact tie, which the lowest index then wins. So a pixel's label is the first maximum of its scores,
+    a missing label (score 0) counting when the best score is 0; pixels with a score less than ``NEAR_TIE`` below
+    the best (a missing label's 0 included), a negative best with labels missing or a non-finite score are decided
+    by the softmax over their dense scores, as the reference does.
     """
     best, index = values.max(dim=0, keepdim=True)  # [1, H, W], first maximum
     label = labels[index]
     below = values - best  # [A, H, W], <= 0; what the softmax exponentiates
-    near = ((below < 0) & (below > -NEAR_TIE)).any(dim=0, keepdim=True)  # [1, H, W]
-    exact = bool(torch.isfinite(values).all())
+    undecided = ((below < 0) & (below > -NEAR_TIE)).any(dim=0, keepdim=True)  # [1, H, W]
+    undecided |= ~torch.isfinite(values).all(dim=0, keepdim=True)
     if len(labels) < num_labels:
         present = torch.zeros(num_labels, dtype=torch.bool, device=values.device)
         present[labels] = True
         first_missing = int((~present).nonzero()[0])
         label = torch.where(best == 0, label.clamp(max=first_missing), label)
-        near |= (best > 0) & (best < NEAR_TIE)
-        exact &= not bool((best < 0).any())
-    if exact and not bool(near.any()):
-        return label
-    dense = values.new_zeros((num_labels, *values.shape[1:]))
-    dense[labels] = values
-    # max(...).indices is argmax (the first maximum wins), several times faster over the channel axis
-    return dense.softmax(dim=0).max(dim=0, keepdim=True).indices
+        undecided |= (best < NEAR_TIE) & (best != 0)
+    pixels = undecided.flatten().nonzero()[:, 0]  # [P]
+    if len(pixels):
+        # padded with copies to whole vectors: the softmax kernels' vectorised path, as most pixels of a full map
+        padded = torch.cat([pixels, pixels[:1].expand((-len(pixels)) % 16)])
+        dense = values.new_zeros((num_labels, len(padded)))
+        dense[labels] = values.flatten(1)[:, padded]
+        label.view(-1)[pixels] = dense.softmax(dim=0).max(dim=0).indices[:len(pixels)]
+    return label
 
 
 class GroupViTSegInference(EncoderDecoder):
@@ -201,6 +202,7 @@ class GroupViTSegInference(EncoderDecoder):
         self.palette = [list(color) for color in palette]  # C RGB colours
         assert len(self.classes) == len(self.palette) == self.num_classes
         self.test_pipeline = [dict(step) for step in test_pipeline]
+        self.keep_seg_logits = True  # samples carry the dense seg_logits [C, H, W]; the evaluation reads labels only
 
     @property
     def out_channels(self) -> int:
@@ -320,8 +322,8 @@ class GroupViTSegInference(EncoderDecoder):
         this without ``data_samples``). The label is the reference's, the argmax of the softmax over channels (mmseg
         0.x; the lowest index wins ties), instead of mmseg 1.x's argmax of the raw scores, which is not computed.
 
-        ``seg_logits`` [C, H, W] and ``pred_sem_seg`` are the first threshold's; with several thresholds,
-        ``pred_sem_seg_per_thresh`` [K, H, W] holds every threshold's label map."""
+        ``seg_logits`` [C, H, W] (unless ``keep_seg_logits`` is off) and ``pred_sem_seg`` are the first threshold's;
+        with several thresholds, ``pred_sem_seg_per_thresh`` [K, H, W] holds every threshold's label map."""
         values = scores.values
         metas = [None] * len(values) if data_samples is None else [s.metainfo for s in data_samples]
         data_samples = data_samples or [SegDataSample() for _ in range(len(values))]
@@ -339,8 +341,9 @@ class GroupViTSegInference(EncoderDecoder):
                                        align_corners=self.align_corners)
             per_thresh = self.split_thresholds(ChannelScores(logits, scores.channels, scores.num_channels))
             labels = [label_map(s.values[0], s.channels, s.num_channels) for s in per_thresh]  # K x [1, H, W]
-            sample.set_data({"seg_logits": PixelData(data=per_thresh[0].dense()[0]),
-                             "pred_sem_seg": PixelData(data=labels[0])})
+            sample.set_data({"pred_sem_seg": PixelData(data=labels[0])})
+            if self.keep_seg_logits:
+                sample.set_data({"seg_logits": PixelData(data=per_thresh[0].dense()[0])})
             if len(labels) > 1:
                 sample.set_data({"pred_sem_seg_per_thresh": PixelData(data=torch.cat(labels))})
         return data_samples
