@@ -79,6 +79,7 @@ def reference_faithful() -> Iterator[None]:
 class ReferenceSegInference(GroupViTSegInference):
     """The reference segmentor: one window at a time (mmseg's slide_inference), two encoder passes per crop."""
 
+    predict = EncoderDecoder.predict  # mmseg's: inference (every channel, every pixel), then postprocess_result
     slide_inference = EncoderDecoder.slide_inference
 
     @classmethod

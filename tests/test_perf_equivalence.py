@@ -192,6 +192,25 @@ def test_label_map_decides_a_few_near_ties_as_a_full_map_does():
     assert torch.equal(label_map(values, labels, 8), values.softmax(dim=0).argmax(dim=0, keepdim=True))
 
 
+def test_reference_segmentor_predicts_the_reference_way(seg_model, golden):
+    """benchmarks/naive.py's segmentor (what the speed benchmarks compare with) predicts as the reference does: two
+    encoder passes per window, one window at a time, labels equal to ours."""
+    ref = ReferenceSegInference.like(seg_model, load_seg_config(VOC_CFG).data_preprocessor)
+    image, meta = golden["inputs"]["img_rect"], dict(ori_shape=(300, 400), img_shape=(448, 592))
+    passes = []  # the batch size of every image-encoder pass
+    hook = seg_model.model.img_encoder.register_forward_pre_hook(lambda module, args: passes.append(len(args[0])))
+    try:
+        with torch.no_grad():
+            theirs = ref.predict(image, [SegDataSample(metainfo=dict(meta))])[0]
+            ref_passes = list(passes)
+            ours = seg_model.predict(image, [SegDataSample(metainfo=dict(meta))])[0]
+    finally:
+        hook.remove()
+    windows = slide_windows(448, 592, seg_model.test_cfg.crop_size, seg_model.test_cfg.stride)
+    assert ref_passes == [1] * 2 * len(windows) and passes[len(ref_passes):] == [len(windows)]
+    assert torch.equal(theirs.pred_sem_seg.data, ours.pred_sem_seg.data)
+
+
 def test_encode_decode_equals_reference_two_passes(seg_model, golden):
     ref = ReferenceSegInference.like(seg_model, load_seg_config(VOC_CFG).data_preprocessor)
     metas = [dict(ori_shape=(448, 592), img_shape=(448, 592))]
