@@ -3,8 +3,8 @@ reference's (``GroupViTSegInference.encode_decode`` in its segmentation/evaluati
 
 Every pixel takes the final group it belongs to most (argmax of the chained soft assignments); each group
 gets class scores from its projected group token against the class text embeddings, restricted to the
-image-level top-5 classes; background is a threshold rule. ``predict``/``inference``/``whole_inference`` are
-mmseg's; ``slide_inference`` and ``postprocess_result`` keep mmseg's semantics (mmseg 0.x's window layout and
+image-level top-5 classes; background is a threshold rule. ``inference``/``whole_inference`` are mmseg's;
+``predict``, ``slide_inference`` and ``postprocess_result`` keep mmseg's semantics (mmseg 0.x's window layout and
 averaging, the resize to the original size) but run every window of an image through the encoder as one batch and
 compute only the reference's label map. tests/test_perf_equivalence.py checks them against mmseg's own.
 
@@ -178,8 +178,9 @@ def label_map(values: Tensor, labels: Tensor, num_labels: int) -> Tensor:
 class GroupViTSegInference(EncoderDecoder):
     """Zero-shot segmentation with a GroupViT ``MultiLabelContrastive`` model and fixed class embeddings.
 
-    Skips ``EncoderDecoder.__init__`` (there is no backbone or decode head); mmseg's ``predict``,
-    ``inference``, ``slide_inference`` and ``whole_inference`` run on top of :meth:`encode_decode`.
+    Skips ``EncoderDecoder.__init__`` (there is no backbone or decode head); mmseg's ``inference`` and
+    ``whole_inference`` run on top of :meth:`encode_decode`, ``predict`` and ``slide_inference`` on
+    :meth:`window_scores`.
     """
 
     def __init__(self, model: MultiLabelContrastive, text_embedding: Tensor, with_bg: bool,
