@@ -47,7 +47,8 @@ from utils.errors import UserError  # noqa: E402
 log = logging.getLogger("groupvit.app")
 
 OUTPUT_MODES = ("input_pred_label", "final_group", "all_groups")
-PRESETS = {"VOC": "voc", "Context": "context", "COCO": "coco"}  # button label: demo_seg dataset
+PRESETS = {"VOC": "voc", "Context": "context", "COCO": "coco", "ADE20K": "ade20k", "COCO-Stuff": "coco_stuff",
+           "Cityscapes": "cityscapes"}  # button label: demo_seg dataset
 EXAMPLES = [ROOT / "demo" / "examples" / name for name in ("coffee.jpg", "astronaut.jpg", "chelsea.jpg")]
 RANDOM_WEIGHTS_CFG = ROOT / "configs" / "group_vit_gcc_yfcc_30e.yml"  # the model built without --resume
 MAX_SIDE = 4096  # a longer side is downscaled to this
@@ -183,7 +184,8 @@ def build_page(segmenter: Segmenter) -> gr.Blocks:
                     presets = [(gr.Button(f"{label} classes", size="sm"), dataset)
                                for label, dataset in PRESETS.items()]
                 bg_thresh = gr.Textbox(label="Background threshold (optional)", elem_id="bg-thresh",
-                                       placeholder="0 to 1; empty: the dataset config's (0.95; Context 0.35)")
+                                       placeholder="0 to 1; empty: the dataset config's (0.95; Context 0.35); "
+                                                   "ADE20K, COCO-Stuff, Cityscapes: none")
                 show = gr.CheckboxGroup(list(OUTPUT_MODES), value=list(OUTPUT_MODES), label="Show")
                 submit = gr.Button("Segment", variant="primary", elem_id="submit")
         status = gr.Markdown(elem_id="status")

@@ -5,11 +5,11 @@
         --input IMG.jpg --vis input_pred_label final_group --output_dir demo/output
     python demo/demo_seg.py --resume CKPT.pth --input IMG.jpg --vocab cup saucer spoon --vocab-only
 
-Classes: the --dataset's (voc, context or coco), plus the --vocab names; with --vocab-only just background
-and the --vocab names. The whole resized image is processed at once (test_cfg.mode=whole; another mode can be
-set with --opts "evaluate.seg.opts=[test_cfg.mode=slide]"). Without --cfg the model config stored in the
-checkpoint is used (with configs/default.yml for everything else). Files: <output_dir>/vis_imgs/<mode>/<image
-name>.png. Runs on CUDA when available, else on CPU (--device chooses).
+Classes: the --dataset's (voc, context, coco with background; ade20k, coco_stuff, cityscapes without), plus the
+--vocab names; with --vocab-only just background and the --vocab names. The whole resized image is processed at
+once (test_cfg.mode=whole; another mode can be set with --opts "evaluate.seg.opts=[test_cfg.mode=slide]"). Without
+--cfg the model config stored in the checkpoint is used (with configs/default.yml for everything else). Files:
+<output_dir>/vis_imgs/<mode>/<image name>.png. Runs on CUDA when available, else on CPU (--device chooses).
 """
 
 from __future__ import annotations

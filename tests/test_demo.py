@@ -12,7 +12,15 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from segmentation.datasets import COCO_OBJECT_CLASSES, CONTEXT_CLASSES, VOC_CLASSES, parse_vocab
+from segmentation.datasets import (
+    ADE20K_CLASSES,
+    CITYSCAPES_CLASSES,
+    COCO_OBJECT_CLASSES,
+    COCO_STUFF_CLASSES,
+    CONTEXT_CLASSES,
+    VOC_CLASSES,
+    parse_vocab,
+)
 from segmentation.vis import VIS_MODES, check_vis_modes
 from utils.errors import UserError
 
@@ -62,7 +70,8 @@ def test_every_vis_mode_writes_files_for_a_photo(astronaut, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("dataset, classes", [("voc", VOC_CLASSES), ("context", CONTEXT_CLASSES),
-                                              ("coco", COCO_OBJECT_CLASSES)])
+                                              ("coco", COCO_OBJECT_CLASSES), ("ade20k", ADE20K_CLASSES),
+                                              ("coco_stuff", COCO_STUFF_CLASSES), ("cityscapes", CITYSCAPES_CLASSES)])
 def test_datasets(dataset, classes, tmp_path, capsys):
     image = REPO / "demo" / "examples" / "coffee.jpg"
     run_demo(image, tmp_path, "--dataset", dataset, "--vis", "pred", "input_pred_label")

@@ -121,6 +121,24 @@ def test_presets_keep_the_dataset_classes_colours_and_config():
     assert dataset == "voc" and meta["classes"] == ["background", "cup", "saucer"]
 
 
+@pytest.mark.parametrize("preset", ["ade20k", "coco_stuff", "cityscapes"])
+def test_presets_without_background(preset):
+    """ADE20K, COCO-Stuff and Cityscapes have no background class: their vocabulary is every class, it resolves to
+    the dataset (no threshold: every pixel gets a class), and a vocabulary of its own adds a black background."""
+    from segmentation.datasets import VOCABULARY_PRESETS, preset_vocabulary, resolve_vocabulary, with_vocab
+
+    cfg_path, preset_meta = VOCABULARY_PRESETS[preset]
+    assert preset_vocabulary(preset) == ", ".join(preset_meta["classes"]) and "background" not in preset_meta["classes"]
+    dataset, meta = resolve_vocabulary(preset_vocabulary(preset))
+    assert dataset == preset and meta["classes"] == list(preset_meta["classes"])
+    assert meta["palette"] == [list(c) for c in preset_meta["palette"]]
+    from segmentation.evaluation import load_seg_config
+
+    assert load_seg_config(cfg_path).test_cfg.bg_thresh is None
+    own = with_vocab(preset_meta, ["teapot"], vocab_only=True)
+    assert own == {"classes": ["background", "teapot"], "palette": [[0, 0, 0], own["palette"][1]]}
+
+
 @pytest.mark.parametrize("image, vocab, thresh, message", [
     (None, VOCAB, None, "no image: upload one or pick an example"),
     (COFFEE, " , ", None, "the vocabulary is empty"),

@@ -1,5 +1,8 @@
 """Open vocabulary for the front ends: the preset datasets, class names parsed from text, and the classes a
-vocabulary resolves to (a dataset's classes plus new names, or background plus the names)."""
+vocabulary resolves to (a dataset's classes plus new names, or background plus the names).
+
+Presets with a background class (VOC, Context, COCO-Object) label it by the threshold rule; the others (ADE20K,
+COCO-Stuff, Cityscapes) give every pixel one of their classes."""
 
 from __future__ import annotations
 
@@ -7,8 +10,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mmseg.datasets import CityscapesDataset, COCOStuffDataset
+
 from utils.errors import UserError
 
+from .ade20k import GroupViTADE20KDataset
 from .coco_object import COCOObjectDataset
 from .palette import distinct_colors
 from .pascal_context import GroupViTPascalContextDataset
@@ -20,7 +26,16 @@ VOCABULARY_PRESETS = {  # the demos' --dataset choice: (dataset config, class na
     "voc": (_DATASET_CFGS / "pascal_voc12.py", GroupViTPascalVOCDataset.METAINFO),
     "context": (_DATASET_CFGS / "pascal_context.py", GroupViTPascalContextDataset.METAINFO),
     "coco": (_DATASET_CFGS / "coco.py", COCOObjectDataset.METAINFO),
+    "ade20k": (_DATASET_CFGS / "ade20k.py", GroupViTADE20KDataset.METAINFO),
+    "coco_stuff": (_DATASET_CFGS / "coco_stuff.py", COCOStuffDataset.METAINFO),
+    "cityscapes": (_DATASET_CFGS / "cityscapes.py", CityscapesDataset.METAINFO),
 }
+
+
+def prompted_classes(meta: Mapping[str, Any]) -> list[str]:
+    """A dataset's class names without its background class (the threshold rule's, never prompted)."""
+    classes = list(meta["classes"])
+    return classes[1:] if classes and classes[0] == BACKGROUND else classes
 
 
 def parse_vocab(items: Sequence[str]) -> list[str]:
@@ -42,7 +57,7 @@ def with_vocab(meta: Mapping[str, Any], vocab: Sequence[str], vocab_only: bool =
         raise UserError("empty vocabulary: give class names with --vocab, e.g. --vocab cat 'traffic cone'")
     classes, palette = list(meta["classes"]), [list(c) for c in meta["palette"]]
     if vocab_only:
-        classes, palette = [BACKGROUND], palette[:1]
+        classes, palette = [BACKGROUND], palette[:1] if classes[0] == BACKGROUND else [[0, 0, 0]]
     known = {c.lower() for c in classes}
     new = [n for n in names if n.lower() not in known]
     return {"classes": classes + new, "palette": palette + distinct_colors(len(new), offset=len(classes)).tolist()}
@@ -50,7 +65,7 @@ def with_vocab(meta: Mapping[str, Any], vocab: Sequence[str], vocab_only: bool =
 
 def preset_vocabulary(dataset: str) -> str:
     """A preset's class names (background excepted), comma-separated."""
-    return ", ".join(VOCABULARY_PRESETS[dataset][1]["classes"][1:])
+    return ", ".join(prompted_classes(VOCABULARY_PRESETS[dataset][1]))
 
 
 def resolve_vocabulary(text: str) -> tuple[str, dict[str, list]]:
@@ -66,6 +81,6 @@ def resolve_vocabulary(text: str) -> tuple[str, dict[str, list]]:
                         "spoon') or pick a preset")
     given = {n.lower() for n in names}
     for dataset, (_, meta) in sorted(VOCABULARY_PRESETS.items(), key=lambda item: -len(item[1][1]["classes"])):
-        if {c.lower() for c in meta["classes"][1:]} <= given:
+        if {c.lower() for c in prompted_classes(meta)} <= given:
             return dataset, with_vocab(meta, names)
     return "voc", with_vocab(VOCABULARY_PRESETS["voc"][1], names, vocab_only=True)
