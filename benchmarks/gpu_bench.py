@@ -426,6 +426,7 @@ def seg_stage(run: Run, cfg) -> None:
     model = build_model(cfg.model).to(device).eval()
     seg_cfg = load_seg_config(ROOT / "segmentation/configs/_base_/datasets/pascal_voc12.py")
     ours = build_segmentor(model, list(VOC_CLASSES), seg_cfg)
+    ours.keep_seg_logits = False  # as evaluate_seg runs it
     ref = ReferenceSegInference.like(ours, seg_cfg.data_preprocessor)
     image = torch.randn(1, 3, 448, 597, generator=torch.Generator().manual_seed(0)).to(device)
     meta = dict(ori_shape=(375, 500), img_shape=(448, 597))
