@@ -53,6 +53,7 @@ SWEEP = (0.5, 0.7, 0.9, 0.95)
 # validation images of each suite dataset (VOC 2012 val, Pascal Context val, COCO val2017, Cityscapes val, ADE20K val)
 SUITE_IMAGES = {"voc21": 1449, "context60": 5105, "coco_object": 5000, "voc20": 1449, "context59": 5105,
                 "coco_stuff": 5000, "cityscapes": 500, "ade20k": 2000}
+SUITE_TOTAL = sum(SUITE_IMAGES.values())
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -141,12 +142,12 @@ def bench_suite(cfg_path: str, images: list[tuple[torch.Tensor, dict]], repeats:
         differ += sum(int((a != b).sum()) for a, b in zip(predict_all(ref, images, True), labels, strict=True))
         same_kernels += sum(int((a != b).sum()) for a, b in zip(predict_all(ref, images), labels, strict=True))
         pixels += sum(label.numel() for label in labels)
-    table.add("suite", "", sum(SUITE_IMAGES.values()), sum(SUITE_IMAGES.values()) / totals["reference"],
-              sum(SUITE_IMAGES.values()) / totals["ours"], f"{totals['reference'] / totals['ours']:.2f}x")
+    table.add("suite", "", SUITE_TOTAL, SUITE_TOTAL / totals["reference"], SUITE_TOTAL / totals["ours"],
+              f"{totals['reference'] / totals['ours']:.2f}x")
     return (f"{Path(cfg_path).name}: over the eight datasets the label maps of 'ours' and 'reference' differ at "
             f"{differ} of {pixels} pixels, and at {same_kernels} with the reference segmentor on our encoder's "
             "kernels (so the rest are group assignments that flip between fused and explicit attention). Suite row: "
-            f"images/s over all {sum(SUITE_IMAGES.values())} validation images, each dataset's time per image "
+            f"images/s over all {SUITE_TOTAL} validation images, each dataset's time per image "
             "weighted by its image count")
 
 

@@ -6,6 +6,7 @@ encoder pass = the reference's two passes. Model: text truncated to the longest 
 apart, Linear projectors and fused attention = the reference-faithful computations, in values and in gradients.
 """
 
+import contextlib
 import copy
 
 import segmentation  # noqa: F401  (first: installs the mmcv._ext stand-in that mmseg.models needs)
@@ -53,20 +54,26 @@ def test_slide_windows_are_mmsegs(seg_model, size):
     assert len({(y2 - y1, x2 - x1) for y1, y2, x1, x2 in seen}) == 1  # all windows of an image have one size
 
 
+@contextlib.contextmanager
+def encoder_passes(seg_model):
+    """Within the block, the list holds the batch size of every pass through ``seg_model``'s image encoder."""
+    passes = []
+    hook = seg_model.model.img_encoder.register_forward_pre_hook(lambda module, args: passes.append(len(args[0])))
+    try:
+        yield passes
+    finally:
+        hook.remove()
+
+
 @pytest.mark.parametrize("size", [(448, 592), (300, 500), (449, 900)])
 def test_batched_slide_equals_one_window_at_a_time(seg_model, golden, size):
     generator = torch.Generator().manual_seed(sum(size))
     image = golden["inputs"]["img_rect"] if size == (448, 592) else torch.randn(2, 3, *size, generator=generator)
     metas = [dict(ori_shape=size, img_shape=size) for _ in range(len(image))]
-    passes = []  # the batch size of every image-encoder pass
-    hook = seg_model.model.img_encoder.register_forward_pre_hook(lambda module, args: passes.append(len(args[0])))
-    try:
-        with torch.no_grad():
-            fast = seg_model.slide_inference(image, [dict(m) for m in metas])
-            calls = len(passes)
-            one_by_one = EncoderDecoder.slide_inference(seg_model, image, [dict(m) for m in metas])
-    finally:
-        hook.remove()
+    with torch.no_grad(), encoder_passes(seg_model) as passes:
+        fast = seg_model.slide_inference(image, [dict(m) for m in metas])
+        calls = len(passes)
+        one_by_one = EncoderDecoder.slide_inference(seg_model, image, [dict(m) for m in metas])
     windows = slide_windows(*size, seg_model.test_cfg.crop_size, seg_model.test_cfg.stride)
     assert calls == 1 and passes[0] == len(windows) * len(image)  # every window of the batch in one encoder pass
     assert passes[1:] == [len(image)] * len(windows)
@@ -189,7 +196,7 @@ def test_label_map_decides_a_few_near_ties_as_a_full_map_does():
     values = torch.rand(8, 8, 16, generator=generator) * 0.5  # decided everywhere but at three pixels
     values.view(8, -1)[:, [5, 40, 77]] = candidates[:, split]
     labels = torch.arange(8)
-    assert torch.equal(label_map(values, labels, 8), values.softmax(dim=0).argmax(dim=0, keepdim=True))
+    assert torch.equal(label_map(values, labels, 8), softmax_argmax(values, labels, 8))
 
 
 def test_reference_segmentor_predicts_the_reference_way(seg_model, golden):
@@ -197,15 +204,10 @@ def test_reference_segmentor_predicts_the_reference_way(seg_model, golden):
     encoder passes per window, one window at a time, labels equal to ours."""
     ref = ReferenceSegInference.like(seg_model, load_seg_config(VOC_CFG).data_preprocessor)
     image, meta = golden["inputs"]["img_rect"], dict(ori_shape=(300, 400), img_shape=(448, 592))
-    passes = []  # the batch size of every image-encoder pass
-    hook = seg_model.model.img_encoder.register_forward_pre_hook(lambda module, args: passes.append(len(args[0])))
-    try:
-        with torch.no_grad():
-            theirs = ref.predict(image, [SegDataSample(metainfo=dict(meta))])[0]
-            ref_passes = list(passes)
-            ours = seg_model.predict(image, [SegDataSample(metainfo=dict(meta))])[0]
-    finally:
-        hook.remove()
+    with torch.no_grad(), encoder_passes(seg_model) as passes:
+        theirs = ref.predict(image, [SegDataSample(metainfo=dict(meta))])[0]
+        ref_passes = list(passes)
+        ours = seg_model.predict(image, [SegDataSample(metainfo=dict(meta))])[0]
     windows = slide_windows(448, 592, seg_model.test_cfg.crop_size, seg_model.test_cfg.stride)
     assert ref_passes == [1] * 2 * len(windows) and passes[len(ref_passes):] == [len(windows)]
     assert torch.equal(theirs.pred_sem_seg.data, ours.pred_sem_seg.data)
