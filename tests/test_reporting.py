@@ -8,7 +8,7 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from training import loop
+from training import epoch_log
 from training.reporting import Reporter
 
 
@@ -57,7 +57,7 @@ class Terminal(io.StringIO):
 def test_progress_bar_only_on_a_terminal(monkeypatch, tty):
     stderr = Terminal(tty)
     monkeypatch.setattr(sys, "stderr", stderr)
-    with loop.progress_bar(4, "epoch 0") as bar:
+    with epoch_log.progress_bar(4, "epoch 0") as bar:
         shown = not bar.disable  # (closing sets disable)
         bar.update(4)
     assert shown is tty

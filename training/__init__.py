@@ -1,15 +1,18 @@
 """The pretraining engine (the reference's main_group_vit.py, split by idea), one idea per module:
 
-- ``run``: ``train(cfg, ...)`` and ``evaluate(cfg, ...)``, the two verbs of ``main_group_vit.py``: build the run,
-  then loop over epochs; ``train`` returns the run's ``History``.
+- ``run``: ``train(cfg, ...)`` and ``evaluate(cfg, ...)``, the two verbs of ``main_group_vit.py``: build the run
+  (and choose its step once), then loop over epochs; ``train`` returns the run's ``History``.
 - ``state``: ``RunState`` (everything a run carries from step to step) and ``History`` (per-step losses,
   per-epoch metrics).
 - ``precision``: the mixed-precision choice (``train.amp``).
 - ``rng``: seeding of the process RNGs.
-- ``step``: one training step (forward, backward, clip, optimizer step) and the non-finite-step guard.
+- ``step``: one training step (forward, backward, clip, optimizer step), the accumulated step, and the
+  non-finite-step guard; ``graphs``: the step as CUDA graphs.
 - ``loop``: one epoch of steps, and the epochs with their evaluation and checkpoints.
+- ``readings``: what each step measured, read from the device once per log line: meters, history, warnings.
+- ``epoch_log``: what an epoch shows: the progress bar and its log lines.
 - ``evaluate``: zero-shot classification (and the optional segmentation check) during training.
-- ``checkpointing``: the training state as a checkpoint, epoch checkpoint files, resuming.
+- ``checkpointing``: the training state as a checkpoint, the saves after a step and after an epoch, resuming.
 - ``reporting``: scalars to TensorBoard and Weights & Biases.
 
 Reliability: every epoch reseeds the RNGs from (seed, rank, epoch) and the loader restarts its stream from the

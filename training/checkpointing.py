@@ -4,6 +4,9 @@ epoch, ``checkpoint.save_steps``) and resuming from any of them.
 
 A step checkpoint has the epoch checkpoint's keys, with 'epoch' the epoch in progress, plus 'epoch_iterations' (the
 iterations of that epoch already trained) and 'rng' (every process's RNG states at that point, by rank).
+
+The loop calls ``save_after_step`` and ``save_after_epoch``; each save becomes the run's last complete checkpoint
+(``note_saved``), which the non-finite guard's stop message and the stop line (Ctrl-C) name.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from training.rng import rng_state
+from training.state import RunState
 from utils.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from utils.distributed import get_rank, get_world_size, unwrap
 
@@ -83,6 +87,41 @@ def save_step_checkpoint(output: str, state: Mapping[str, Any], iterations_done:
     if get_rank() == 0:
         save_checkpoint({**state, "epoch_iterations": iterations_done, "rng": states}, path)
     return path
+
+
+def note_saved(state: RunState, checkpoint: str | Path) -> None:
+    """``checkpoint`` is the run's last complete checkpoint."""
+    state.guard.last_checkpoint = str(checkpoint)
+    state.progress.checkpoint_saved(checkpoint, state.cfg.checkpoint.auto_resume)
+
+
+def save_after_step(state: RunState, epoch: int, idx: int, num_steps: int) -> None:
+    """After the optimizer step that ends at iteration ``idx`` of ``epoch``: ``config.yml`` after the run's first
+    step; ``checkpoint.pth`` after every ``checkpoint.save_steps``-th step of the run, but an epoch's last (the epoch
+    has its own checkpoints)."""
+    cfg, accumulation = state.cfg, max(1, state.cfg.train.accumulation_steps)
+    if not state.config_saved:  # a run stopped by bad input or data before this leaves config.yml alone
+        save_run_config(cfg)
+        state.config_saved = True
+    steps_done = (epoch * num_steps + idx + 1) // accumulation
+    if not cfg.checkpoint.save_steps or steps_done % cfg.checkpoint.save_steps or idx + accumulation >= num_steps:
+        return
+    ckpt = training_state(state.model, state.optimizer, state.scheduler, state.scaler, epoch, state.history.best, cfg)
+    saved = save_step_checkpoint(cfg.output, ckpt, idx + 1)
+    state.logger.info(f"saved {saved} (epoch {epoch}, after iteration {idx + 1}/{num_steps})")
+    note_saved(state, saved)
+
+
+def save_after_epoch(state: RunState, epoch: int, best: Iterable[str]) -> None:
+    """``ckpt_epoch_<epoch>.pth`` and ``checkpoint.pth``, with best copies for the metrics in ``best`` (rank 0)."""
+    cfg, saved = state.cfg, Path(state.cfg.output) / f"ckpt_epoch_{epoch}.pth"
+    state.progress.now_doing(f"saving the checkpoint of epoch {epoch}")
+    if get_rank() == 0:
+        ckpt = training_state(state.model, state.optimizer, state.scheduler, state.scaler, epoch, state.history.best,
+                              cfg)
+        save_epoch_checkpoint(cfg.output, ckpt, cfg.checkpoint.max_kept, best)
+        state.logger.info(f"saved {saved}" + "".join(f" (best {m})" for m in best))
+    note_saved(state, saved)
 
 
 @dataclass

@@ -13,14 +13,15 @@ from torch.nn.parallel import DistributedDataParallel
 from datasets.builder import build_train_loader, build_val_loader
 from models import build_model
 from segmentation.model_loading import load_eval_state, with_model_config
-from training.checkpointing import resume_training, save_run_config
+from training.checkpointing import ResumePoint, note_saved, resume_training, save_run_config
 from training.evaluate import evaluate_cls
+from training.graphs import GraphedStep
 from training.loop import run_epochs
-from training.precision import resolve_precision
+from training.precision import Precision, resolve_precision
 from training.reporting import Reporter
 from training.rng import set_random_seed
 from training.state import History, RunState
-from training.step import NonFiniteGuard, compile_forward
+from training.step import NonFiniteGuard, Step, accumulated_step, compile_forward, train_step
 from utils import interrupt
 from utils.checkpoint import auto_resume_helper, load_checkpoint, remove_partial_saves
 from utils.cli import make_output_dir
@@ -90,6 +91,21 @@ def evaluate(cfg: DictConfig, device: torch.device | None = None,
         return metrics
 
 
+def build_step(cfg: DictConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, precision: Precision) -> Step:
+    """The run's step, chosen once: CUDA graphs (``train.cuda_graph``), the feature-cache accumulation
+    (``train.accumulation_steps`` > 1) or one batch. Built after the optimizer state is loaded (a graph keeps it)."""
+    accumulation, clip_grad = cfg.train.accumulation_steps, cfg.train.clip_grad
+    if cfg.train.cuda_graph:
+        if get_world_size() > 1 or accumulation > 1:
+            raise UserError("train.cuda_graph runs one process without gradient accumulation")
+        graphed = GraphedStep(model, optimizer, scaler, precision, clip_grad)
+        return lambda micro_batches: graphed(micro_batches[0])
+    if accumulation > 1:
+        return lambda micro_batches: accumulated_step(model, micro_batches, optimizer, scaler, precision, clip_grad)
+    return lambda micro_batches: train_step(model, micro_batches[0], optimizer, scaler, precision, clip_grad)
+
+
 def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> RunState:
     """Loaders, model (DDP with several processes), optimizer, schedule, grad scaler; resumed from
     ``checkpoint.resume`` or, with ``checkpoint.auto_resume``, from the output folder's newest checkpoint."""
@@ -126,9 +142,6 @@ def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> 
     if len(train_loader) % accumulation:
         logger.warning(f"the last {len(train_loader) % accumulation} iterations of each epoch do not fill an "
                        f"optimizer step of {accumulation} and are not trained on")
-    state = RunState(cfg=cfg, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                     precision=precision, device=device, logger=logger, guard=guard, train_loader=train_loader,
-                     val_loader=val_loader, run_seg="seg" in cfg.evaluate.task, start_epoch=cfg.train.start_epoch)
 
     if rank == 0 and (partial := remove_partial_saves(cfg.output)):
         logger.info(f"removed {len(partial)} incomplete checkpoint file(s) of an interrupted run, e.g. {partial[0]}")
@@ -137,19 +150,16 @@ def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> 
         if resume and resume != found:
             logger.warning(f"auto-resume: using {found} instead of {resume}")
         resume = found
+    point = resume_training(resume, model, optimizer, scheduler, scaler, logger) if resume else \
+        ResumePoint(epoch=cfg.train.start_epoch)
+    train_loader.set_first_epoch(point.epoch)
+    state = RunState(cfg=cfg, model=model, step=build_step(cfg, model, optimizer, scaler, precision),
+                     optimizer=optimizer, scheduler=scheduler, scaler=scaler, precision=precision, device=device,
+                     logger=logger, guard=guard, progress=interrupt.progress, train_loader=train_loader,
+                     val_loader=val_loader, run_seg="seg" in cfg.evaluate.task, start_epoch=point.epoch,
+                     resume_iteration=point.iteration, resume_rng=point.rng, history=History(best=point.metrics))
     if resume:
-        point = resume_training(resume, model, optimizer, scheduler, scaler, logger)
-        state.start_epoch, state.resume_iteration, state.resume_rng = point.epoch, point.iteration, point.rng
-        state.history.best = point.metrics
-        guard.last_checkpoint = resume
-        interrupt.progress.resume = interrupt.checkpoint_hint(resume, cfg.checkpoint.auto_resume)
-    train_loader.set_first_epoch(state.start_epoch)
-    if cfg.train.cuda_graph:
-        if world_size > 1 or cfg.train.accumulation_steps > 1:
-            raise UserError("train.cuda_graph runs one process without gradient accumulation")
-        from training.graphs import GraphedStep
-
-        state.graphed_step = GraphedStep(model, optimizer, scaler, precision, cfg.train.clip_grad)
+        note_saved(state, resume)
     return state
 
 

@@ -13,7 +13,8 @@ from torch import nn
 
 from training.precision import Precision
 from training.reporting import Reporter
-from training.step import NonFiniteGuard
+from training.step import NonFiniteGuard, Step
+from utils.interrupt import Progress
 
 if TYPE_CHECKING:
     from datasets.builder import EpochLoader
@@ -32,11 +33,13 @@ class History:
 
 @dataclass
 class RunState:
-    """Everything the epochs of one run share: the config, the model (DDP-wrapped with several processes) and its
-    optimizer, schedule and grad scaler, the data, the guard, the reporter (rank 0) and the history so far."""
+    """Everything the epochs of one run share: the config, the model (DDP-wrapped with several processes), its step,
+    optimizer, schedule and grad scaler, the data, the guard, the stop line's progress, the reporter (rank 0) and
+    the history so far."""
 
     cfg: DictConfig
     model: nn.Module
+    step: Step  # plain, accumulated or graphed (training.run.build_step)
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
@@ -44,11 +47,11 @@ class RunState:
     device: torch.device
     logger: logging.Logger
     guard: NonFiniteGuard
+    progress: Progress  # utils.interrupt.progress: what the run is doing, and how to resume it
     train_loader: EpochLoader
     val_loader: Iterable | None
     run_seg: bool  # zero-shot segmentation after the epochs that evaluate (off once it was skipped)
     reporter: Reporter | None = None
-    graphed_step: Any = None  # training.graphs.GraphedStep with train.cuda_graph
     start_epoch: int = 0
     resume_iteration: int = 0  # iterations of ``start_epoch`` a step checkpoint had already trained
     resume_rng: dict[str, Any] | None = None  # this process's RNG states after them

@@ -20,7 +20,7 @@ micro-batch (by pass 3), as with K separate steps.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -33,6 +33,8 @@ from utils.distributed import all_reduce_sum, get_world_size, is_dist, unwrap
 from utils.errors import UserError
 
 Batch = Mapping[str, Any]
+# the run's step, chosen once (training.run.build_step): micro-batches -> (losses, pre-clip gradient norm, finite)
+Step = Callable[[Sequence[Batch]], tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]]
 
 
 def finite_everywhere(value: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,9 @@ A raise that lands inside a callback whose exceptions Python ignores (an import 
 hook, a ``__del__``) is delivered again right after it; other errors in such callbacks after a stop are its
 consequences and are not printed. Commands say what they are doing with ``now_doing`` (e.g.
 'training epoch 3, step 5/10'), which also raises ``Interrupted`` once a stop was requested, and how to continue in
-``progress.resume`` (e.g. 'the last complete checkpoint is out/checkpoint.pth: ...'); the stop line reports both.
+``progress.resume`` (e.g. 'the last complete checkpoint is out/checkpoint.pth: ...', which
+``progress.checkpoint_saved`` writes); the stop line reports both. A training run holds ``progress`` in its state
+and calls its methods.
 """
 
 from __future__ import annotations
@@ -55,6 +57,17 @@ class Progress:
 
     doing: str = "starting"
     resume: str = ""
+
+    def now_doing(self, doing: str) -> None:
+        """Record what the command is doing; raise ``Interrupted`` if a stop was requested."""
+        self.doing = doing
+        if _state.signum is not None and not _state.exiting and os.getpid() == _state.owner:
+            raise Interrupted(_state.signum)
+
+    def checkpoint_saved(self, checkpoint: str | os.PathLike, auto_resume: bool) -> None:
+        """The run's last complete checkpoint is ``checkpoint``: say how to resume from it."""
+        again = "rerun the same command (checkpoint.auto_resume) or pass" if auto_resume else "pass"
+        self.resume = f"the last complete checkpoint is {checkpoint}: to resume, {again} --resume {checkpoint}"
 
 
 @dataclass
@@ -95,16 +108,9 @@ def stop_line() -> str:
 
 
 def now_doing(doing: str) -> None:
-    """Record what the command is doing (for the stop line); raise ``Interrupted`` if a stop was requested."""
-    progress.doing = doing
-    if _state.signum is not None and not _state.exiting and os.getpid() == _state.owner:
-        raise Interrupted(_state.signum)
-
-
-def checkpoint_hint(checkpoint: str | os.PathLike, auto_resume: bool) -> str:
-    """``progress.resume`` for a run whose last complete checkpoint is ``checkpoint``."""
-    again = "rerun the same command (checkpoint.auto_resume) or pass" if auto_resume else "pass"
-    return f"the last complete checkpoint is {checkpoint}: to resume, {again} --resume {checkpoint}"
+    """``progress.now_doing``: record what the command is doing (for the stop line); raise ``Interrupted`` if a stop
+    was requested."""
+    progress.now_doing(doing)
 
 
 def exit_stopped(error: BaseException, signum: int) -> None:
