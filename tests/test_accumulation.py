@@ -8,10 +8,14 @@ import sys
 import pytest
 import torch
 from helpers_accumulation import make_batch, split, tiny_model
+from helpers_train_data import write_tiny_setup
 from test_distributed import ROOT, clean_env, free_port
 
+import main_group_vit
+from models.multi_label_contrastive import MultiLabelContrastive
 from training.precision import FP32
-from training.step import accumulated_step, train_step
+from training.step import accumulated_step, check_model, train_step
+from utils.errors import UserError
 
 
 def sgd_step(model, run) -> dict[str, torch.Tensor]:
@@ -114,6 +118,46 @@ def test_a_non_finite_micro_batch_skips_the_whole_step():
                                             FP32, clip_grad=None)
     assert not finite and not torch.isfinite(norm) and not torch.isfinite(losses["total_loss"])
     assert torch.equal(model.w.detach(), torch.ones(3)) and model.w.grad is None and not optimizer.state
+
+
+class ForwardOnly(torch.nn.Module):
+    """A model with a training forward but without the two halves accumulation runs apart."""
+
+    def __init__(self, outputs=lambda w: {"loss": w.sum()}):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+        self.outputs = outputs
+
+    def forward(self, image, text):
+        return self.outputs(self.w * image)
+
+
+def test_the_model_contract_is_checked_with_one_line():
+    check_model(ForwardOnly(), accumulation_steps=1)
+    check_model(Toy(), accumulation_steps=4)
+    with pytest.raises(UserError) as info:
+        check_model(ForwardOnly(), accumulation_steps=4)
+    assert str(info.value) == ("train.accumulation_steps=4 needs a model with encode_for_loss and "
+                               "losses_from_features: ForwardOnly lacks encode_for_loss and losses_from_features")
+    batch = {"image": torch.ones(3), "text": torch.zeros(3)}
+    for outputs, returned in ((lambda x: {"x": x.sum()}, "the entries ['x']"), (lambda x: x.sum(), "a Tensor")):
+        model = ForwardOnly(outputs)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        with pytest.raises(UserError) as info:
+            train_step(model, batch, optimizer, torch.amp.GradScaler("cpu", enabled=False), FP32, clip_grad=None)
+        assert str(info.value) == ("the model's training forward must return a dict with a loss (an entry whose "
+                                   f"name contains 'loss'); it returned {returned}")
+
+
+def test_a_run_checks_the_model_before_training(tmp_path, monkeypatch):
+    """Accumulation with a model that lacks losses_from_features stops the run before its first step: one line,
+    nothing written."""
+    cfg = write_tiny_setup(tmp_path, extra={"train.accumulation_steps": 2, "evaluate.task": []})
+    monkeypatch.delattr(MultiLabelContrastive, "losses_from_features")
+    with pytest.raises(UserError, match="^train.accumulation_steps=2 needs a model with encode_for_loss and "
+                                        "losses_from_features: MultiLabelContrastive lacks losses_from_features$"):
+        main_group_vit.main(["--cfg", str(cfg), "--output", str(tmp_path / "out")])
+    assert not list((tmp_path / "out").glob("*.pth")) and not (tmp_path / "out" / "config.yml").exists()
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@
   per-epoch metrics).
 - ``precision``: the mixed-precision choice (``train.amp``).
 - ``rng``: seeding of the process RNGs.
-- ``step``: one training step (forward, backward, clip, optimizer step), the accumulated step, and the
-  non-finite-step guard; ``graphs``: the step as CUDA graphs.
+- ``step``: the model's contract with the engine (``check_model``), one training step (forward, backward, clip,
+  optimizer step), the accumulated step, and the non-finite-step guard; ``graphs``: the step as CUDA graphs.
 - ``loop``: one epoch of steps, and the epochs with their evaluation and checkpoints.
 - ``readings``: what each step measured, read from the device once per log line: meters, history, warnings.
 - ``epoch_log``: what an epoch shows: the progress bar and its log lines.

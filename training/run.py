@@ -21,7 +21,7 @@ from training.precision import Precision, resolve_precision
 from training.reporting import Reporter
 from training.rng import set_random_seed
 from training.state import History, RunState
-from training.step import NonFiniteGuard, Step, accumulated_step, compile_forward, train_step
+from training.step import NonFiniteGuard, Step, accumulated_step, check_model, compile_forward, train_step
 from utils import interrupt
 from utils.checkpoint import auto_resume_helper, load_checkpoint, remove_partial_saves
 from utils.cli import make_output_dir
@@ -121,6 +121,7 @@ def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> 
             logger.info("zero-shot classification skipped: no validation shards (data.dataset.val)")
 
     model = build_model(cfg.model).to(device)
+    check_model(model, cfg.train.accumulation_steps)
     if world_size > 1 and device.type == "cuda":  # the reference's SyncBatchNorm projectors (CUDA only)
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     logger.info(f"model: {sum(p.numel() for p in model.parameters()):,} parameters")

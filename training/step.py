@@ -35,6 +35,29 @@ from utils.errors import UserError
 Batch = Mapping[str, Any]
 # the run's step, chosen once (training.run.build_step): micro-batches -> (losses, pre-clip gradient norm, finite)
 Step = Callable[[Sequence[Batch]], tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]]
+LOSS_FEATURE_METHODS = ("encode_for_loss", "losses_from_features")
+
+
+def check_model(model: nn.Module, accumulation_steps: int) -> None:
+    """What a model trained by ``training.train`` must do, checked when the run is built (the forward's outputs when
+    the first step reads them); a model that falls short gets a one-line ``UserError`` naming what it lacks.
+
+    - In training mode, ``model(**batch)`` (the loader's batch: 'image' [B, 3, H, W], 'text' [B, 77] or
+      [B, 1+M, 77], 'text_lengths') returns a dict of 0-dim tensors. Every entry whose name contains 'loss' is a loss
+      term: their sum, logged as 'total_loss', is what is back-propagated. Every entry is averaged, logged and kept in
+      the history, so a new loss term is one more '..._loss' entry.
+    - With ``train.accumulation_steps`` > 1 (``accumulated_step``) the model also provides
+      ``encode_for_loss(**batch)``, a dict of features each [B, ...], and ``losses_from_features(features)``, the
+      forward's dict from those features concatenated over the micro-batches ([K*B, ...]); the forward is
+      ``losses_from_features(encode_for_loss(**batch))``.
+    - Its parameters are on one device; any state its forward updates (BatchNorm statistics) is a buffer, put back
+      after a non-finite step.
+    """
+    module = unwrap(model)
+    missing = [name for name in LOSS_FEATURE_METHODS if not callable(getattr(module, name, None))]
+    if missing and accumulation_steps > 1:
+        raise UserError(f"train.accumulation_steps={accumulation_steps} needs a model with "
+                        f"{' and '.join(LOSS_FEATURE_METHODS)}: {type(module).__name__} lacks {' and '.join(missing)}")
 
 
 def finite_everywhere(value: torch.Tensor) -> torch.Tensor:
@@ -47,8 +70,12 @@ def finite_everywhere(value: torch.Tensor) -> torch.Tensor:
 
 
 def _losses(outputs: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """The detached losses with 'total_loss' (the sum of every output whose name contains 'loss') first, and the
-    total itself."""
+    """The detached losses with 'total_loss' (the sum of every output whose name contains 'loss': ``check_model``)
+    first, and the total itself."""
+    if not isinstance(outputs, Mapping) or not any("loss" in k for k in outputs):
+        got = f"the entries {sorted(outputs)}" if isinstance(outputs, Mapping) else f"a {type(outputs).__name__}"
+        raise UserError("the model's training forward must return a dict with a loss (an entry whose name contains "
+                        f"'loss'); it returned {got}")
     total = sum(v for k, v in outputs.items() if "loss" in k)
     return {"total_loss": total.detach(), **{k: v.detach() for k, v in outputs.items()}}, total
 
@@ -128,7 +155,7 @@ def accumulated_step(model: nn.Module, micro_batches: Sequence[Batch], optimizer
     returns the losses of the whole batch, the pre-clip gradient norm and the finite flag, as ``train_step`` does.
 
     The model (unwrapped from DDP, whose gradient hooks stay idle; the gradients are averaged over processes here)
-    provides ``encode_for_loss(**batch)`` (the features, each [B, ...]) and ``losses_from_features(features)``. A
+    provides ``encode_for_loss(**batch)`` and ``losses_from_features(features)`` (``check_model``). A
     non-finite loss skips the step and leaves the weights and buffers as they were (the host reads that flag once
     per accumulated step, to spare the second pass).
     """
