@@ -1,14 +1,15 @@
 """The pretraining engine (the reference's main_group_vit.py, split by idea), one idea per module:
 
-- ``run``: ``train(cfg, ...)`` and ``evaluate(cfg, ...)``, the two verbs of ``main_group_vit.py``: build the run
-  (and choose its step once), then loop over epochs; ``train`` returns the run's ``History``.
+- ``run``: ``train(cfg, ...)`` and ``evaluate(cfg, ...)``, the two verbs of ``main_group_vit.py``: build the run,
+  then loop over epochs; ``train`` returns the run's ``History``.
 - ``state``: ``RunState`` (everything a run carries from step to step) and ``History`` (per-step losses,
   per-epoch metrics).
 - ``precision``: the mixed-precision choice (``train.amp``).
 - ``rng``: seeding of the process RNGs.
 - ``step``: the model's contract with the engine (``check_model``), one training step (forward, backward, clip,
   optimizer step), the accumulated step, and the non-finite-step guard; ``graphs``: the step as CUDA graphs.
-- ``loop``: one epoch of steps, and the epochs with their evaluation and checkpoints.
+- ``loop``: the run's step (chosen once), one epoch of steps, and the epochs with their evaluation and
+  checkpoints.
 - ``readings``: what each step measured, read from the device once per log line: meters, history, warnings.
 - ``epoch_log``: what an epoch shows: the progress bar and its log lines.
 - ``evaluate``: zero-shot classification (and the optional segmentation check) during training.

@@ -1,6 +1,6 @@
 """The training loop: one epoch of steps (``train_one_epoch``) and the epochs with their evaluation, checkpoints
 and reports (``run_epochs``). Everything else is one call each: the step (``state.step``: plain, accumulated or
-CUDA-graphed, chosen once by ``training.run.build_step``), the saves (``training.checkpointing.save_after_step``,
+CUDA-graphed, chosen once by ``build_step``), the saves (``training.checkpointing.save_after_step``,
 ``save_after_epoch``), what the steps measured (``training.readings.StepReadings``: meters, history, warnings, the
 non-finite guard) and what an epoch shows (``training.epoch_log.EpochLog``: bar, log lines, reporter).
 
@@ -17,14 +17,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 
 from datasets.builder import DeviceFeeder, DeviceImages
 from training.checkpointing import save_after_epoch, save_after_step
 from training.epoch_log import EpochLog
 from training.evaluate import evaluate_epoch
+from training.graphs import GraphedStep
+from training.precision import Precision
 from training.readings import StepReadings
 from training.rng import epoch_seed, set_random_seed, set_rng_state
 from training.state import History, RunState
+from training.step import Step, accumulated_step, train_step
 from utils.distributed import get_rank, get_world_size
 from utils.errors import UserError
 
@@ -49,8 +53,24 @@ class SkipTrained:
                 yield batch
 
 
+def build_step(cfg: DictConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, precision: Precision) -> Step:
+    """The run's step, chosen once: CUDA graphs (``train.cuda_graph``), the feature-cache accumulation
+    (``train.accumulation_steps`` > 1) or one batch. Built after the optimizer state is loaded (a graph keeps it)."""
+    accumulation, clip_grad = cfg.train.accumulation_steps, cfg.train.clip_grad
+    if cfg.train.cuda_graph:
+        if get_world_size() > 1 or accumulation > 1:
+            raise UserError("train.cuda_graph runs one process without gradient accumulation")
+        graphed = GraphedStep(model, optimizer, scaler, precision, clip_grad)
+        return lambda micro_batches: graphed(micro_batches[0])
+    if accumulation > 1:
+        return lambda micro_batches: accumulated_step(model, micro_batches, optimizer, scaler, precision, clip_grad)
+    return lambda micro_batches: train_step(model, micro_batches[0], optimizer, scaler, precision, clip_grad)
+
+
 def train_one_epoch(state: RunState, epoch: int) -> dict[str, float]:
-    """One epoch of ``len(state.train_loader)`` iterations; returns its mean losses.
+    """One epoch of ``len(state.train_loader)`` iterations; returns its mean losses over the finite steps (a
+    non-finite step is skipped, warned about and counted: ``StepReadings``).
 
     The RNGs are reseeded from (``cfg.seed``, rank, epoch) first; a run resumed from a step checkpoint starts at
     ``state.resume_iteration`` and sets the process RNGs to the checkpoint's before its first step (exact when

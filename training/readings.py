@@ -20,7 +20,7 @@ class PendingStep(NamedTuple):
     idx: int  # its last iteration in the epoch
     lr: float  # the learning rate it ran with
     size: int  # its samples, all micro-batches together
-    names: list[str]  # its losses, 'total_loss' first
+    names: list[str]  # its values' names: 'total_loss', then the forward's outputs
     values: torch.Tensor  # [2 + L] on the device: finite flag, pre-clip gradient norm, the L losses
 
 

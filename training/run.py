@@ -15,13 +15,12 @@ from models import build_model
 from segmentation.model_loading import load_eval_state, with_model_config
 from training.checkpointing import ResumePoint, note_saved, resume_training, save_run_config
 from training.evaluate import evaluate_cls
-from training.graphs import GraphedStep
-from training.loop import run_epochs
-from training.precision import Precision, resolve_precision
+from training.loop import build_step, run_epochs
+from training.precision import resolve_precision
 from training.reporting import Reporter
 from training.rng import set_random_seed
 from training.state import History, RunState
-from training.step import NonFiniteGuard, Step, accumulated_step, check_model, compile_forward, train_step
+from training.step import NonFiniteGuard, check_model, compile_forward
 from utils import interrupt
 from utils.checkpoint import auto_resume_helper, load_checkpoint, remove_partial_saves
 from utils.cli import make_output_dir
@@ -89,21 +88,6 @@ def evaluate(cfg: DictConfig, device: torch.device | None = None,
         logger.info(f"Accuracy of {resume} on the {metrics['num_images']} test images: top-1 {metrics['acc1']:.2f}%"
                     f"  top-5 {metrics['acc5']:.2f}%  ({precision.name})")
         return metrics
-
-
-def build_step(cfg: DictConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, precision: Precision) -> Step:
-    """The run's step, chosen once: CUDA graphs (``train.cuda_graph``), the feature-cache accumulation
-    (``train.accumulation_steps`` > 1) or one batch. Built after the optimizer state is loaded (a graph keeps it)."""
-    accumulation, clip_grad = cfg.train.accumulation_steps, cfg.train.clip_grad
-    if cfg.train.cuda_graph:
-        if get_world_size() > 1 or accumulation > 1:
-            raise UserError("train.cuda_graph runs one process without gradient accumulation")
-        graphed = GraphedStep(model, optimizer, scaler, precision, clip_grad)
-        return lambda micro_batches: graphed(micro_batches[0])
-    if accumulation > 1:
-        return lambda micro_batches: accumulated_step(model, micro_batches, optimizer, scaler, precision, clip_grad)
-    return lambda micro_batches: train_step(model, micro_batches[0], optimizer, scaler, precision, clip_grad)
 
 
 def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> RunState:

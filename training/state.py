@@ -39,7 +39,7 @@ class RunState:
 
     cfg: DictConfig
     model: nn.Module
-    step: Step  # plain, accumulated or graphed (training.run.build_step)
+    step: Step  # plain, accumulated or graphed (training.loop.build_step)
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler

@@ -33,7 +33,7 @@ from utils.distributed import all_reduce_sum, get_world_size, is_dist, unwrap
 from utils.errors import UserError
 
 Batch = Mapping[str, Any]
-# the run's step, chosen once (training.run.build_step): micro-batches -> (losses, pre-clip gradient norm, finite)
+# the run's step, chosen once (training.loop.build_step): micro-batches -> (losses, pre-clip gradient norm, finite)
 Step = Callable[[Sequence[Batch]], tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]]
 LOSS_FEATURE_METHODS = ("encode_for_loss", "losses_from_features")
 
