@@ -108,3 +108,34 @@ def test_launcher_usage_errors():
     for script in ("tools/dist_launch.sh", "tools/dist_mn_launch.sh"):
         result = subprocess.run([script, "main_group_vit.py"], cwd=ROOT, capture_output=True, text=True)
         assert result.returncode == 2 and result.stderr.startswith("usage:")
+
+
+RESTART = """
+import os, sys, time, torch
+from utils.distributed import all_reduce_sum, close_distributed, init_distributed
+for attempt in range(2):
+    os.environ["TORCHELASTIC_RESTART_COUNT"] = str(attempt)
+    if attempt == 1 and os.environ["RANK"] == "1":
+        time.sleep(3)  # the restarted rank 0 reads the store alone
+    init_distributed()
+    print(int(all_reduce_sum(torch.ones(1)).item()), flush=True)
+    close_distributed()
+"""
+
+
+@pytest.mark.slow
+def test_a_restarted_group_does_not_read_the_dead_groups_keys():
+    """torchrun keeps its store across restarts. Two ranks form a group, leave it and form it again as torchrun's
+    restarted workers would, rank 1 late: rank 0 must wait for the new rank 1, not connect to the address that the
+    first group's rank 1 left in the store (it hung there)."""
+    store = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    env = {**clean_env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port), "WORLD_SIZE": "2",
+           "TORCHELASTIC_USE_AGENT_STORE": "True"}
+    ranks = [subprocess.Popen([sys.executable, "-c", RESTART], cwd=ROOT, env={**env, "RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    try:
+        outputs = [p.communicate(timeout=90) for p in ranks]
+    finally:
+        for p in ranks:
+            p.kill()
+    assert [out.split() for out, _ in outputs] == [["2", "2"]] * 2, outputs[0][1][-2000:]

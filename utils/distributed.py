@@ -37,7 +37,8 @@ def init_distributed() -> torch.device:
 
     Without ``WORLD_SIZE`` > 1 in the environment nothing is initialised (a plain single process). The backend is
     NCCL when CUDA is available and gloo otherwise; each process uses ``cuda:LOCAL_RANK`` (modulo the visible
-    GPUs) or the CPU. An existing process group is kept.
+    GPUs) or the CPU. An existing process group is kept. A group restarted by ``torchrun --max-restarts`` keeps its
+    keys apart from the dead group's in torchrun's store (``TORCHELASTIC_RESTART_COUNT``).
     """
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
@@ -46,10 +47,13 @@ def init_distributed() -> torch.device:
     else:
         device = torch.device("cpu")
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not is_dist():
-        if device.type == "cuda":
-            dist.init_process_group("nccl", init_method="env://", device_id=device)
-        else:
-            dist.init_process_group("gloo", init_method="env://")
+        store, rank, world_size = next(dist.rendezvous("env://"))
+        # torchrun keeps one store for all restarts of the group: the keys of a group that died (its ranks' gloo
+        # addresses) would be read by the restarted one, which then connects to dead ranks. Each attempt gets its own.
+        store = dist.PrefixStore(f"attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
+                                device_id=device if device.type == "cuda" else None)
     return device
 
 
