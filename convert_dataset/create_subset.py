@@ -37,6 +37,7 @@ from convert_dataset.tsv import read_tsv_columns  # noqa: E402
 from utils.atomic_files import atomic_output  # noqa: E402
 from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.overwrite import add_overwrite_flag, refuse_to_overwrite  # noqa: E402
 
 TABLE = "yfcc100m_dataset"
 OUTPUT_NAME = "yfcc14m_dataset.tsv"
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subset", type=Path, required=True, help="CLIP's yfcc100m_subset_data.tsv")
     parser.add_argument("--db", type=Path, help="the metadata DB (default: <input-dir>/yfcc100m_dataset.sql)")
     parser.add_argument("--subset-db", type=Path, help="also write an SQLite DB with only the subset's rows here")
+    add_overwrite_flag(parser, "the TSV and --subset-db")
     args = parser.parse_args(argv)
 
     db = args.db or args.input_dir / "yfcc100m_dataset.sql"
@@ -154,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"subset list {args.subset} not found (yfcc100m_subset_data.tsv from CLIP's data page)")
     if args.subset_db and args.subset_db.resolve() == db.resolve():
         raise UserError(f"--subset-db {args.subset_db} would overwrite the metadata DB; choose another path")
+    refuse_to_overwrite([args.output_dir / OUTPUT_NAME, *([args.subset_db] if args.subset_db else [])],
+                        "a subset list", args.overwrite)
     conn, columns = open_db(db)
     total = load_subset(conn, args.subset)
     args.output_dir.mkdir(parents=True, exist_ok=True)

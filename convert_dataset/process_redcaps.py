@@ -25,6 +25,7 @@ from tqdm import tqdm  # noqa: E402
 from utils.atomic_files import atomic_output  # noqa: E402
 from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.overwrite import add_overwrite_flag, refuse_to_overwrite  # noqa: E402
 
 SEED = 42
 
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("annotations", type=Path, help="folder with RedCaps' <subreddit>_<year>.json files")
     parser.add_argument("output", type=Path, help="output .parquet file (its stem names the parts with --num-split)")
     parser.add_argument("--num-split", type=int, help="write this many parquet files instead of one")
+    add_overwrite_flag(parser, "the parquet file(s)")
     args = parser.parse_args(argv)
 
     if not args.annotations.is_dir():
@@ -77,10 +79,14 @@ def main(argv: list[str] | None = None) -> None:
     if not files:
         raise UserError(f"no *.json files in {args.annotations} (unzip redcaps_v1.0_annotations.zip first)")
 
+    paths = part_paths(args.output, args.num_split)
+    refuse_to_overwrite(paths, "a parquet file", args.overwrite)
     records = [record for path in tqdm(files, unit="file", desc="redcaps") for record in read_annotations(path)]
+    if len(records) < len(paths):
+        raise UserError(f"{len(records)} annotation(s) in {len(files)} file(s) of {args.annotations}: not enough for "
+                        f"{len(paths)} parquet file(s); nothing written")
     random.Random(SEED).shuffle(records)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    paths = part_paths(args.output, args.num_split)
     for i, path in enumerate(paths):
         write_parquet(records[i :: len(paths)], path)
     where = paths[0] if len(paths) == 1 else f"{paths[0]} ... {paths[-1].name}"

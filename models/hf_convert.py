@@ -33,6 +33,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from utils.errors import UserError
+from utils.overwrite import refuse_to_overwrite, replacing
 
 from .group_vit import GroupViT
 from .multi_label_contrastive import MultiLabelContrastive
@@ -462,17 +463,20 @@ def hf_image_processor(img_aug: Mapping[str, Any]):
 
 
 def save_hf_folder(state: Mapping[str, torch.Tensor], model_cfg: Mapping[str, Any] | DictConfig,
-                   folder: str | os.PathLike, img_aug: Mapping[str, Any] | None = None) -> None:
+                   folder: str | os.PathLike, img_aug: Mapping[str, Any] | None = None, replace: bool = False) -> None:
     """Write a complete transformers model folder: config.json (with ``multi_label_loss`` when the model has a
     multi-label scale), model.safetensors, the CLIP tokenizer and the image processor (``img_aug``: our
-    ``data.img_aug``, default 224 pixels bilinear). Written beside ``folder`` and renamed into place, so an
-    existing non-empty folder is refused and a failure leaves nothing behind."""
+    ``data.img_aug``, default 224 pixels bilinear). Written beside ``folder`` and renamed into place, so a failure
+    leaves nothing behind; an existing non-empty folder is refused, or with ``replace`` replaced once the new one
+    is complete. The files get the modes the umask gives new files (as config.json's)."""
     from safetensors.torch import save_file
     from transformers import CLIPProcessor
 
     folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise UserError(f"{folder} exists and is not an empty folder: choose a new output folder")
+    if not replace:
+        refuse_to_overwrite([folder], "a model folder", overwrite=False)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} exists and is not a folder: choose a new output folder")
     if isinstance(model_cfg, DictConfig):
         model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
     config = hf_config_from_model_cfg(model_cfg)
@@ -487,13 +491,16 @@ def save_hf_folder(state: Mapping[str, torch.Tensor], model_cfg: Mapping[str, An
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        tmp.chmod(0o755)  # mkdtemp's folders are private
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's folders are private
         config.save_pretrained(tmp)
         save_file({k: v.contiguous() for k, v in hf_state.items()}, tmp / HF_WEIGHTS[0], metadata={"format": "pt"})
         processor.save_pretrained(tmp)
-        if folder.exists():
-            folder.rmdir()  # empty, checked above
-        os.replace(tmp, folder)
+        for file in tmp.iterdir():  # safetensors writes its file private
+            file.chmod(0o666 & ~umask)
+        with replacing([folder]):
+            os.replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -202,5 +202,5 @@ def test_cli_errors(tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("keep me")
     result = run_cli("--to-hf", str(GOLDEN_CKPT), str(tmp_path / "taken"))
-    assert result.returncode == 2 and "not an empty folder" in result.stderr
+    assert result.returncode == 2 and "refusing to overwrite a model folder" in result.stderr
     assert (tmp_path / "taken" / "notes.txt").read_text() == "keep me"

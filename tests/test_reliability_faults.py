@@ -262,7 +262,7 @@ def run_seg_trial(seg_root: Path, trial: tuple[int, int]) -> tuple[Stopped, Path
     (out / "seg_results.json").write_bytes(EARLIER_RESULTS)
     delay = random.Random(f"seg-{signum}-{index}").uniform(0.0, 3.0)
     argv = ["main_seg.py", "--cfg", "configs/default.yml", "--resume", str(GOLDEN_CKPT), "--output", str(out),
-            "--vis", "pred", "input_pred", "--opts",
+            "--overwrite", "--vis", "pred", "input_pred", "--opts",
             "evaluate.seg.cfg=segmentation/configs/_base_/datasets/synthetic.py",
             f"evaluate.seg.opts=[data_root={seg_root}]"]
     return interrupt_at_log_line(argv, out, SEG_ANCHORS[index % len(SEG_ANCHORS)], signum, delay), out

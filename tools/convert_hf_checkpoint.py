@@ -10,7 +10,8 @@ it). ``multi_label_logit_scale`` is kept in config.json. --from-hf derives the m
 with --cfg the model section of that config is used instead (it must describe the same architecture), and the
 whole config is stored in the output. A folder works offline; a Hub id (e.g. nvidia/groupvit-gcc-yfcc) is
 downloaded once into the Hugging Face cache. Every --resume takes such folders and Hub ids directly; this tool is
-for writing files. Mistakes give one line and exit code 2 (``--debug`` shows the traceback).
+for writing files. An existing output (a non-empty folder, a file) is refused unless --overwrite is given; then it is
+replaced once the new one is complete. Mistakes give one line and exit code 2 (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/ is not a 
 
 from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.overwrite import add_overwrite_flag, refuse_to_overwrite  # noqa: E402
 
 MAX_LOGIT_SCALE = math.log(100)  # the reference clamps exp(logit_scale) at 100; HF does not
 DEFAULT_CFG = Path(__file__).resolve().parents[1] / "configs" / "default.yml"
@@ -64,12 +66,14 @@ def img_aug_of(ckpt: dict, cfg_path: str | None) -> dict[str, Any]:
     return config["data"]["img_aug"]
 
 
-def to_hf(src: str, dst: str, cfg_path: str | None) -> None:
+def to_hf(src: str, dst: str, cfg_path: str | None, overwrite: bool) -> None:
     from models.hf_convert import save_hf_folder
     from utils.checkpoint import load_checkpoint
 
+    refuse_to_overwrite([dst], "a model folder", overwrite)
     ckpt = load_checkpoint(src)
-    save_hf_folder(ckpt["model"], model_cfg_of(ckpt, cfg_path), dst, img_aug=img_aug_of(ckpt, cfg_path))
+    save_hf_folder(ckpt["model"], model_cfg_of(ckpt, cfg_path), dst, img_aug=img_aug_of(ckpt, cfg_path),
+                   replace=overwrite)
     scale = float(ckpt["model"]["logit_scale"])
     if scale > MAX_LOGIT_SCALE:
         note(f"logit_scale {scale:.4f} > ln(100): HF does not clamp exp(logit_scale) at 100, "
@@ -91,7 +95,7 @@ def architecture(config: Any) -> dict[str, Any]:
     return {k: list(x) if isinstance(x, tuple) else x for k, x in fields.items()}
 
 
-def from_hf(src: str, dst: str, cfg_path: str | None) -> None:
+def from_hf(src: str, dst: str, cfg_path: str | None, overwrite: bool) -> None:
     import torch
 
     from models import build_model
@@ -99,6 +103,7 @@ def from_hf(src: str, dst: str, cfg_path: str | None) -> None:
     from utils.checkpoint import load_model_state, save_checkpoint
     from utils.config import cfg_to_dict, load_config
 
+    refuse_to_overwrite([dst], "a checkpoint", overwrite)
     ckpt = load_hf_checkpoint(src)
     state, model_cfg = ckpt["model"], ckpt["config"]["model"]
     full_cfg = cfg_to_dict(load_config(cfg_path)) if cfg_path else None
@@ -131,6 +136,7 @@ def main() -> None:
     direction.add_argument("--from-hf", nargs=2, metavar=("HF_DIR", "OUT_PTH"),
                            help="HF model folder or Hub id -> our .pth")
     parser.add_argument("--cfg", help="experiment config (.yml) whose model section to use")
+    add_overwrite_flag(parser, "the output file or folder")
     add_debug_flag(parser)
     args = parser.parse_args()
     from transformers.utils import logging as hf_logging
@@ -138,9 +144,9 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()  # our own messages report what matters
     if args.to_hf:
-        to_hf(*args.to_hf, args.cfg)
+        to_hf(*args.to_hf, args.cfg, args.overwrite)
     else:
-        from_hf(*args.from_hf, args.cfg)
+        from_hf(*args.from_hf, args.cfg, args.overwrite)
 
 
 if __name__ == "__main__":

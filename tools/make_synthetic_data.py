@@ -5,7 +5,9 @@ in the Pascal VOC layout and a classification set, then print where everything w
     python tools/make_synthetic_data.py --seed 1 --train-samples 0 --out local_data/synthetic_seed1  # held-out only
 
 The defaults give the world the quickstart trains on (--world, datasets/synthetic/spec.py's WORLDS). Same
-arguments, same bytes (whatever --workers). Writes <out>/train, <out>/seg, <out>/cls and <out>/info.json.
+arguments, same bytes (whatever --workers). Writes <out>/train, <out>/seg, <out>/cls and <out>/info.json; a
+folder that holds any of them already (another world) is refused, or with --overwrite replaced once the new world is
+complete (a failed run leaves the old one as it was).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/ is not a 
 from datasets.synthetic import DEFAULT_WORLD, WORLDS, write_world  # noqa: E402
 from utils.cli import add_debug_flag, make_output_dir, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.overwrite import add_overwrite_flag, refuse_to_overwrite, replacing  # noqa: E402
+
+PARTS = ("train", "seg", "cls", "info.json")  # what write_world writes into --out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples-per-shard", type=int, default=1000, help="samples per tar shard")
     p.add_argument("--seed", type=int, default=0, help="world seed (each split draws its own stream from it)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
+    add_overwrite_flag(p, "the world in --out")
     add_debug_flag(p)
     args = p.parse_args(argv)
     if min(args.train_samples, args.seg_images, args.cls_images, args.seed) < 0:
@@ -67,10 +73,13 @@ def main(argv: list[str] | None = None) -> None:
     spec = WORLDS[args.world]
     if args.image_size is not None:
         spec = replace(spec, image_size=args.image_size)
+    parts = [args.out / part for part in PARTS]
+    refuse_to_overwrite(parts, "a synthetic world", args.overwrite)
     start = time.perf_counter()
-    info = write_world(args.out, spec, args.seed, args.train_samples, args.seg_images, args.cls_images,
-                       world=args.world, samples_per_shard=args.samples_per_shard, workers=args.workers,
-                       progress=True)
+    with replacing(parts):
+        info = write_world(args.out, spec, args.seed, args.train_samples, args.seg_images, args.cls_images,
+                           world=args.world, samples_per_shard=args.samples_per_shard, workers=args.workers,
+                           progress=True)
     train, seg, cls = info["train"], info["seg"], info["cls"]
     seconds = time.perf_counter() - start
     total = args.train_samples + args.seg_images + args.cls_images

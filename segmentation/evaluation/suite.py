@@ -27,6 +27,7 @@ from .evaluate import SegResults, evaluate_seg, load_eval_seg_config
 
 DATASET_CFGS = Path(__file__).resolve().parents[1] / "configs" / "_base_" / "datasets"
 # name -> dataset config, in the order of the tables of TCL, SCLIP and their successors (with background first)
+SUITE_RESULTS = ("suite_results.json", "suite_results.md")  # what SuiteResults.write writes
 SUITE = {
     "voc21": "pascal_voc12.py",
     "context60": "pascal_context.py",
@@ -115,7 +116,7 @@ class SuiteResults:
         return "\n".join(lines) + "\n"
 
     def write(self, folder: Path) -> tuple[Path, Path]:
-        json_path, md_path = folder / "suite_results.json", folder / "suite_results.md"
+        json_path, md_path = (folder / name for name in SUITE_RESULTS)
         write_atomic(json_path, json.dumps(self.to_json(), indent=2))
         write_atomic(md_path, self.to_markdown())
         return json_path, md_path
