@@ -1,5 +1,6 @@
 """Image files for segmentation, checked by ``datasets.image_check`` and decoded with cv2 as mmcv decodes them:
-``read_image`` for the demos, ``LoadCheckedImageFromFile`` for the segmentation datasets."""
+``read_image`` for the demos, ``LoadCheckedImageFromFile`` for the segmentation datasets; and their label maps,
+checked against their image and their dataset's classes (``LoadCheckedAnnotations``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import cv2
 import numpy as np
 from mmcv.transforms import LoadImageFromFile
 from mmengine import fileio
+from mmseg.datasets.transforms import LoadAnnotations
 
 from datasets.image_check import BadImage, check_image, read_image_file
+from utils.errors import UserError
 
 
 def decode_image(data: bytes, name: str | Path) -> np.ndarray:
@@ -38,3 +41,35 @@ class LoadCheckedImageFromFile(LoadImageFromFile):
         results.update(img=img.astype(np.float32) if self.to_float32 else img, img_shape=img.shape[:2],
                        ori_shape=img.shape[:2])
         return results
+
+
+class LoadCheckedAnnotations(LoadAnnotations):
+    """mmseg's ``LoadAnnotations`` that refuses, in one line naming the file, a label map that would end in a
+    traceback or move the mIoU without a word: one that is not a single-channel map of class indices (e.g. an RGB
+    rendering), one of another size than its image, or one with a value that is neither a class of the dataset
+    (``num_classes``, set by ``build_seg_dataset``) nor ``ignore_index``."""
+
+    def __init__(self, num_classes: int | None = None, ignore_index: int = 255, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+
+    def _load_seg_map(self, results: dict) -> None:
+        path = results["seg_map_path"]
+        try:
+            super()._load_seg_map(results)
+        except Exception as e:  # decoders raise many types
+            raise UserError(f"cannot read {path} as a label map: {' '.join(str(e).split())}") from None
+        label = results["gt_seg_map"]  # [H, W] class indices (uint8)
+        if label.ndim != 2:
+            raise UserError(f"label map {path} has {label.shape[2]} channels: it must be one channel of class "
+                            "indices (a palette or grey PNG), not a colour rendering")
+        if label.shape != tuple(results["ori_shape"]):
+            raise UserError(f"label map {path} is {label.shape[1]}x{label.shape[0]} pixels, its image "
+                            f"{results['ori_shape'][1]}x{results['ori_shape'][0]}: they must be the same size")
+        if self.num_classes is not None:
+            values = np.unique(label)
+            bad = values[(values >= self.num_classes) & (values != self.ignore_index)]
+            if bad.size:
+                raise UserError(f"label map {path} holds {', '.join(map(str, bad[:5].tolist()))}, which is not a "
+                                f"class of this dataset (0-{self.num_classes - 1}, or {self.ignore_index} to ignore)")

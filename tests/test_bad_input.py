@@ -43,7 +43,8 @@ class Case:
 
 
 M, S, D = "main_group_vit.py", "main_seg.py", "demo/demo_seg.py"
-TRAIN, SEG = (M, "--cfg", "{cfg}", "--output", "{out}"), (S, "--cfg", "{cfg}", "--output", "{out}")
+# main_seg.py may replace the earlier results (--overwrite), yet a run that fails must leave them as they were
+TRAIN, SEG = (M, "--cfg", "{cfg}", "--output", "{out}"), (S, "--cfg", "{cfg}", "--output", "{out}", "--overwrite")
 DEMO = (D, "--resume", "{ckpt}", "--input", "{image}", "--output_dir", "{out}")
 CASES = [
     Case("train-unknown-key", (*TRAIN, "--opts", "train.epochz=3"),
@@ -96,6 +97,8 @@ CASES = [
          r"unknown visualisation mode\(s\) sketch; valid modes: input, pred, .*"),
     Case("seg-not-a-checkpoint", (*SEG, "--resume", "{notckpt}"),
          r".*/notckpt\.pth is not a PyTorch checkpoint \(neither a torch\.save archive nor a pickle\)"),
+    Case("seg-earlier-results", (S, "--cfg", "{cfg}", "--output", "{out}", "--resume", "{ckpt}"),
+         r".*/seg_results\.json exists already: refusing to overwrite the results of an earlier evaluation .*"),
     Case("seg-missing-dataset", (*SEG, "--resume", "{ckpt}", "--opts", "evaluate.seg.opts=[data_root={tmp}/voc]"),
          r"segmentation dataset not found: data_root .*/voc does not exist"),
     Case("demo-non-image-input", (D, "--resume", "{ckpt}", "--input", "{notimage}", "--output_dir", "{out}"),
@@ -258,6 +261,25 @@ def test_run_cli_prints_one_line(error, line, capsys):
     assert info.value.code == 2 and capsys.readouterr().err == line + "\n"
     with pytest.raises(type(error)):
         run_cli(main, debug=True)
+
+
+class BadLabels(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int):
+        raise UserError("label map a.png holds 50, which is not a class of this dataset")
+
+
+def test_an_error_in_a_loader_worker_is_one_line(capsys):
+    """torch raises a worker's error again with the worker's traceback as its message: the line is its own."""
+    def main():
+        next(iter(torch.utils.data.DataLoader(BadLabels(), num_workers=1)))
+
+    with pytest.raises(SystemExit) as info:
+        run_cli(main, debug=False)
+    assert info.value.code == 2
+    assert capsys.readouterr().err == "error: label map a.png holds 50, which is not a class of this dataset\n"
 
 
 def test_unreadable_coco_label_map_is_named(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -20,6 +21,17 @@ if TYPE_CHECKING:
 EXIT_USER_ERROR = 2
 # Problems with the user's files and folders (a missing input, an output that is a file or not writable).
 _FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+_WORKER_ERROR = re.compile(r"Caught (\w+) in DataLoader worker process \d+\.\nOriginal Traceback")
+
+
+def _original_message(text: str) -> str:
+    """The message of an error that a DataLoader worker raised: torch raises it again in the main process with the
+    worker's traceback as its message ('Caught UserError in DataLoader worker process 0. Original Traceback ...')."""
+    caught = _WORKER_ERROR.match(text)
+    if caught is None:
+        return text
+    original = re.search(rf"^(?:[\w.]+\.)?{caught[1]}: (.*)\Z", text, re.MULTILINE | re.DOTALL)
+    return original[1] if original else text
 
 
 def _one_line(error: Exception) -> str:
@@ -27,7 +39,7 @@ def _one_line(error: Exception) -> str:
     if isinstance(error, OSError) and error.filename is not None and error.strerror:
         return f"{error.filename}: {error.strerror}"  # e.g. "out/log.txt: Permission denied"
     text = ""
-    for line in (" ".join(line.split()) for line in str(error).splitlines()):
+    for line in (" ".join(line.split()) for line in _original_message(str(error)).splitlines()):
         if line:
             text += ("" if not text else " " if text.endswith(":") else "; ") + line
     return text or type(error).__name__

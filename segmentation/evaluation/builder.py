@@ -27,7 +27,7 @@ from utils.config import parse_opts
 from utils.errors import UserError
 
 from ..datasets.palette import distinct_colors
-from ..image_files import LoadCheckedImageFromFile
+from ..image_files import LoadCheckedAnnotations, LoadCheckedImageFromFile
 from .group_vit_seg import GroupViTSegInference
 
 TEST_MODES = ("slide", "whole")
@@ -74,12 +74,16 @@ def build_seg_dataset(seg_cfg: Config) -> BaseDataset:
     if ds_cfg.get("ann_file"):
         _require(root / ds_cfg["ann_file"], "split file", is_dir=False)
     ds_cfg["data_root"] = str(root)
-    # image files are read through datasets.image_check: a bad one stops the evaluation with one line naming it
-    ds_cfg["pipeline"] = [LoadCheckedImageFromFile(**{k: v for k, v in t.items() if k != "type"})
-                          if t["type"] == "LoadImageFromFile" else TRANSFORMS.build(t) for t in ds_cfg["pipeline"]]
+    # images and label maps are checked as they are read: a bad one stops the evaluation with one line naming it
+    checked = {"LoadImageFromFile": LoadCheckedImageFromFile, "LoadAnnotations": LoadCheckedAnnotations}
+    ds_cfg["pipeline"] = [checked[t["type"]](**{k: v for k, v in t.items() if k != "type"}) if t["type"] in checked
+                          else TRANSFORMS.build(t) for t in ds_cfg["pipeline"]]
     dataset = DATASETS.build(ds_cfg)
     if len(dataset) == 0:
         raise UserError(f"segmentation dataset {root} has no images")
+    for step in dataset.pipeline.transforms:
+        if isinstance(step, LoadCheckedAnnotations):
+            step.num_classes, step.ignore_index = len(dataset.metainfo["classes"]), dataset.ignore_index
     labels = (dataset.get_data_info(i)["seg_map_path"] for i in range(len(dataset)))
     unlabelled = [path for path in labels if not Path(path).is_file()]
     if unlabelled:
