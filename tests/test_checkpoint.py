@@ -3,6 +3,8 @@
 import logging
 import os
 import pickle
+import resource
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,8 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from utils.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from utils import interrupt
+from utils.checkpoint import auto_resume_helper, load_checkpoint, load_model_state, save_checkpoint
 from utils.errors import UserError
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_official_ckpt.pth"
@@ -189,7 +192,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(UserError, match="could not save .*checkpoint.pth: disk full"):
         save_checkpoint({"model": {"w": torch.zeros(2)}, "epoch": 2}, path)
     assert path.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth"]
@@ -300,3 +303,45 @@ def test_url_download_failure(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", failing_download)
     with pytest.raises(UserError, match="could not download checkpoint https://example.com/x.pth: network unreachable"):
         load_checkpoint("https://example.com/x.pth")
+
+
+@pytest.fixture
+def file_size_limit():
+    """Set the process's file size limit (bytes) for the test: a write past it fails as a full disk does, with an
+    OSError from the kernel (EFBIG; SIGXFSZ ignored)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    yield lambda limit: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    signal.signal(signal.SIGXFSZ, previous)
+
+
+def test_a_refused_write_is_one_line_naming_the_last_complete_checkpoint(tmp_path, file_size_limit, monkeypatch):
+    small, big = {"model": {"w": torch.zeros(10)}}, {"model": {"w": torch.zeros(200_000)}}
+    save_checkpoint(small, tmp_path / "checkpoint.pth")
+    before = (tmp_path / "checkpoint.pth").read_bytes()
+    monkeypatch.setattr(interrupt.progress, "resume", interrupt.checkpoint_hint(tmp_path / "checkpoint.pth", True))
+    file_size_limit(100_000)
+    with pytest.raises(UserError) as error:
+        save_checkpoint(big, tmp_path / "checkpoint.pth")
+    message = str(error.value)
+    assert message.startswith(f"could not save {tmp_path / 'checkpoint.pth'}: File too large; the files already in")
+    assert f"the last complete checkpoint is {tmp_path / 'checkpoint.pth'}" in message and "\n" not in message
+    assert (tmp_path / "checkpoint.pth").read_bytes() == before and os.listdir(tmp_path) == ["checkpoint.pth"]
+
+
+def test_a_truncated_checkpoint_is_named_and_auto_resume_takes_the_last_complete_one(tmp_path, caplog):
+    """checkpoint.pth cut short (an interrupted copy): loading it says so and names ckpt_epoch_0.pth beside it,
+    which auto-resume takes instead, with a warning; with nothing complete beside it, auto-resume refuses."""
+    save_checkpoint({"model": {"w": torch.zeros(10)}, "epoch": 0}, tmp_path / "ckpt_epoch_0.pth")
+    whole = (tmp_path / "ckpt_epoch_0.pth").read_bytes()
+    (tmp_path / "checkpoint.pth").write_bytes(whole[: len(whole) * 2 // 3])
+    with pytest.raises(UserError, match=r"checkpoint.pth is truncated: a torch.save archive without its end .*"
+                                        r"the newest complete checkpoint beside it is .*ckpt_epoch_0.pth"):
+        load_checkpoint(tmp_path / "checkpoint.pth")
+    with caplog.at_level(logging.WARNING):
+        assert auto_resume_helper(tmp_path) == str(tmp_path / "ckpt_epoch_0.pth")
+    assert "checkpoint.pth is truncated (an interrupted copy?): resuming from" in caplog.text
+    (tmp_path / "ckpt_epoch_0.pth").unlink()
+    with pytest.raises(UserError, match="no complete checkpoint is beside it"):
+        auto_resume_helper(tmp_path)

@@ -28,12 +28,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.base import ContainerMetadata, Metadata
 from omegaconf.nodes import AnyNode, BooleanNode, FloatNode, IntegerNode, StringNode
 
+from utils import interrupt
 from utils.atomic_files import atomic_output
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 _MAX_LISTED = 10
+ZIP_HEAD = b"PK\x03\x04"  # how a torch.save archive starts
 _PARTIAL_SAVE = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # see _partial_name
 
 
@@ -167,6 +169,9 @@ def load_checkpoint(path_or_url: str | os.PathLike, map_location: Any = "cpu") -
         raise UserError(f"checkpoint {path} is not a file")
     with open(path, "rb") as f:
         head = f.read(4)
+    if head.startswith(ZIP_HEAD) and not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is truncated: a torch.save archive without its end (an interrupted copy or a full "
+                        f"disk?){_complete_hint(path)}")
     if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
         raise UserError(f"{path} is not a PyTorch checkpoint (neither a torch.save archive nor a pickle)")
 
@@ -235,18 +240,36 @@ def remove_partial_saves(folder: str | os.PathLike) -> list[Path]:
     return partial
 
 
+def _os_error(error: BaseException | None) -> OSError | None:
+    """The OSError behind ``error``, if any (torch's zip writer turns a failed write into a RuntimeError)."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
 def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Save state atomically so that ``torch.load(path, weights_only=True)`` reads it.
 
     OmegaConf containers become plain dicts/lists and tensors are made contiguous. The file is written
     to a temporary name in the same directory, fsynced and renamed over ``path``; on failure the
-    temporary file is removed and any previous file at ``path`` is left as it was.
+    temporary file is removed and any previous file at ``path`` is left as it was. A write the system refuses
+    (a full disk, a quota) is a one-line UserError that names the file and says how to go on
+    (``utils.interrupt.progress.resume``: the run's last complete checkpoint).
     """
     state = _plain(state)
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(final, tmp=_partial_name(final)) as tmp, open(tmp, "xb") as f:
-        torch.save(state, f)
+    try:
+        with atomic_output(final, tmp=_partial_name(final)) as tmp, open(tmp, "xb") as f:
+            torch.save(state, f)
+    except (OSError, RuntimeError) as e:
+        cause = _os_error(e)
+        if cause is None:
+            raise
+        reason = cause.strerror or str(cause)
+        go_on = f"; {interrupt.progress.resume}" if interrupt.progress.resume else ""
+        raise UserError(f"could not save {final}: {reason}; the files already in {final.parent} are as they "
+                        f"were{go_on}") from e
 
 
 def _strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
@@ -311,12 +334,37 @@ def load_model_state(model: torch.nn.Module, state_dict: Mapping[str, torch.Tens
     model.load_state_dict(fitting, strict=not missing)
 
 
+def truncated(path: Path) -> bool:
+    """``path`` starts as a torch.save archive but lacks its end (an interrupted copy; our saves are atomic)."""
+    with open(path, "rb") as f:
+        return f.read(4) == ZIP_HEAD and not zipfile.is_zipfile(path)
+
+
+def _complete_checkpoints(folder: Path) -> list[Path]:
+    """The ``*.pth`` files of ``folder`` that are not truncated, newest (modification time) first."""
+    found = [p for p in folder.glob("*.pth") if p.is_file() and not truncated(p)] if folder.is_dir() else []
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def _complete_hint(path: str | os.PathLike) -> str:
+    """'; the newest complete checkpoint beside it is ...' for a message about a truncated ``path``."""
+    others = [p for p in _complete_checkpoints(Path(path).parent) if p.name != Path(path).name]
+    return f"; the newest complete checkpoint beside it is {others[0]}" if others else ""
+
+
 def auto_resume_helper(output_dir: str | os.PathLike) -> str | None:
     """The checkpoint to resume from in ``output_dir``: ``checkpoint.pth`` if present, else the newest ``*.pth``
-    by modification time, else None (the reference's rule)."""
+    by modification time, else None (the reference's rule). A truncated ``checkpoint.pth`` (an interrupted copy)
+    is passed over with a warning that names it, or refused when no complete checkpoint is beside it."""
     folder = Path(output_dir)
     latest = folder / "checkpoint.pth"
-    if latest.is_file():
+    if latest.is_file() and not truncated(latest):
         return str(latest)
-    candidates = [p for p in folder.glob("*.pth") if p.is_file()] if folder.is_dir() else []
-    return str(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None
+    candidates = _complete_checkpoints(folder)
+    if latest.is_file():
+        if not candidates:
+            raise UserError(f"{latest} is truncated (an interrupted copy?) and no complete checkpoint is beside it: "
+                            "put a complete copy there, or move it away to start afresh")
+        logging.getLogger("groupvit").warning(  # the run's logger (utils.logger)
+            f"{latest} is truncated (an interrupted copy?): resuming from {candidates[0]}, the newest complete one")
+    return str(candidates[0]) if candidates else None
