@@ -196,8 +196,28 @@ class ShardStream(IterableDataset):
         if self.shuffle_buffer > 0:
             samples = wds.shuffle(self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=rng)(samples)
         samples = wds.decode("pil", handler=self.handler)(samples)
-        samples = wds.rename(keep=False, handler=self.handler, **self.keys)(samples)
-        return wds.map_dict(handler=self.handler, **self.transforms)(samples)
+        for sample in samples:
+            try:
+                yield self._prepare(sample)
+            except ValueError as e:
+                self.handler(e)
+
+    def _prepare(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """Our entries (``keys``: our name -> the sample's extensions, e.g. 'jpg;png;jpeg'), transformed. A missing
+        member or a failed transform raises a ValueError that names the sample and its shard (for SkipCorrupt)."""
+        key, shard = sample.get("__key__"), sample.get("__url__", "")
+        prepared = {}
+        for name, extensions in self.keys.items():
+            found = next((ext for ext in extensions.split(";") if ext in sample), None)
+            if found is None:
+                members = ", ".join(k for k in sample if not k.startswith("__")) or "none"
+                raise ValueError(f"sample {key} has no {extensions.replace(';', '/')} member (it has {members})", shard)
+            try:
+                transform = self.transforms.get(name)
+                prepared[name] = transform(sample[found]) if transform else sample[found]
+            except Exception as e:  # transforms raise many types
+                raise ValueError(f"sample {key}, {found}: {type(e).__name__}: {e}", shard) from e
+        return prepared
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()

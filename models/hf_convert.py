@@ -319,17 +319,22 @@ def is_hf_folder(path: str | os.PathLike) -> bool:
 
 
 def is_hub_id(name: str) -> bool:
-    """'owner/name' that is no local path and does not look like a checkpoint file (e.g. nvidia/groupvit-gcc-yfcc)."""
-    return bool(_HUB_ID.fullmatch(name)) and not name.endswith(_CHECKPOINT_SUFFIXES) and not os.path.exists(name)
+    """'owner/name' that is no local path and does not look like a checkpoint file (e.g. nvidia/groupvit-gcc-yfcc).
+    A name whose first part is a local folder (output/run1 beside output/) is a path."""
+    return (bool(_HUB_ID.fullmatch(name)) and not name.endswith(_CHECKPOINT_SUFFIXES) and not os.path.exists(name)
+            and not os.path.isdir(name.split("/")[0]))
 
 
 def hub_folder(repo_id: str) -> Path:
     """The Hub model's config.json and weights in the standard Hugging Face cache (downloaded once, when online;
     HF_HUB_OFFLINE=1 uses the cache only). Returns the snapshot folder."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError
 
     try:
+        if not constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+            # one request first: hf_hub_download retries an unreachable Hub for about 25 s
+            get_hf_file_metadata(hf_hub_url(repo_id, "config.json"))
         folder = Path(hf_hub_download(repo_id, "config.json")).parent
         for name in HF_WEIGHTS:  # the first one the repository (or, offline, the cache) has
             try:

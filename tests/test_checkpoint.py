@@ -5,6 +5,9 @@ import os
 import pickle
 import resource
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ from utils import interrupt
 from utils.checkpoint import auto_resume_helper, load_checkpoint, load_model_state, save_checkpoint
 from utils.errors import UserError
 
+ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden" / "tiny_official_ckpt.pth"
 
 
@@ -345,3 +349,28 @@ def test_a_truncated_checkpoint_is_named_and_auto_resume_takes_the_last_complete
     (tmp_path / "ckpt_epoch_0.pth").unlink()
     with pytest.raises(UserError, match="no complete checkpoint is beside it"):
         auto_resume_helper(tmp_path)
+
+
+def test_a_missing_run_folder_is_a_missing_path_not_a_hub_id(tmp_path, monkeypatch):
+    """--resume output/run1 beside an output/ folder: no such checkpoint, at once (it was sent to the Hub)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "output").mkdir()
+    with pytest.raises(UserError, match=r"^checkpoint not found: output/run1$"):
+        load_checkpoint("output/run1")
+
+
+def test_an_unreachable_hub_fails_in_one_line_without_retries(tmp_path):
+    """A Hub id with no cached copy and the Hub unreachable (a closed local port as HF_ENDPOINT): one line from
+    one request, not huggingface_hub's five retries and their warnings."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env |= {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path / "hf")}
+    code = ("from utils.cli import run_cli; from utils.checkpoint import load_checkpoint; "
+            "run_cli(lambda: load_checkpoint('nobody-here/groupvit-tiny'))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: checkpoint 'nobody-here/groupvit-tiny' is no local file or folder, and "
+                                    "loading it from the Hugging Face Hub failed (ConnectError")

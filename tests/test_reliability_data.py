@@ -16,12 +16,12 @@ from utils.config import load_config
 from utils.errors import UserError
 
 EPOCH_LINE = re.compile(r"EPOCH (\d+) training takes .*; skipped: (\d+) bad samples of (\d+) read, (\d+) non-finite")
-# One warning per kind of fault in broken_shards(), as SkipCorrupt words them.
+# One warning per kind of fault in broken_shards(), as SkipCorrupt words them: each names its shard.
 FAULTS = {
-    "undecodable image": r"000001\.jpg: UnidentifiedImageError",
-    "empty caption": r"ValueError: empty caption",
-    "missing member": r"ValueError: didn't find \['text', 'txt'\]",
-    "truncated tar": r"ReadError: unexpected end of data",
+    "undecodable image": r"in \S+/pairs-000000\.tar .*000001\.jpg: UnidentifiedImageError",
+    "empty caption": r"in \S+/pairs-000000\.tar .*: ValueError: sample 000003, txt: ValueError: empty caption",
+    "missing member": r"in \S+/pairs-000000\.tar .*: ValueError: sample 000004 has no text/txt member \(it has jpg\)",
+    "truncated tar": r"in \S+/pairs-000001\.tar .*ReadError: unexpected end of data",
 }
 
 
