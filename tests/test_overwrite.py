@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from helpers_train_data import write_tiny_setup
 from omegaconf import OmegaConf
 
+import main_group_vit
 import main_seg
 from convert_dataset import create_subset, process_redcaps
 from models.hf_convert import save_hf_folder
@@ -132,3 +134,15 @@ def test_data_files_are_refused(tmp_path):
         create_subset.main(["--db", os.devnull, "--subset", str(tmp_path / "subset.tsv"), "--output-dir",
                             str(tmp_path)])
     assert (tmp_path / "yfcc14m_dataset.tsv").read_bytes() == OLD
+
+
+def test_an_evaluation_into_a_training_folder_keeps_its_config(tmp_path):
+    """main_group_vit.py --eval writes config.yml only into a folder without one (a training run's stays)."""
+    cfg = write_tiny_setup(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.yml").write_bytes(b"model_name: the training run\n")
+    main_group_vit.main(["--cfg", str(cfg), "--eval", "--resume", str(CKPT), "--output", str(out)])
+    assert (out / "config.yml").read_bytes() == b"model_name: the training run\n"
+    main_group_vit.main(["--cfg", str(cfg), "--eval", "--resume", str(CKPT), "--output", str(tmp_path / "new")])
+    assert (tmp_path / "new" / "config.yml").is_file()

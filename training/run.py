@@ -67,7 +67,8 @@ def start_run(cfg: DictConfig, device: torch.device | None, logger: logging.Logg
 def evaluate(cfg: DictConfig, device: torch.device | None = None,
              logger: logging.Logger | None = None) -> dict[str, float]:
     """Zero-shot ImageNet top-1/top-5 of the checkpoint ``checkpoint.resume`` (or the output folder's newest);
-    no training shard is needed."""
+    no training shard is needed. Writes ``config.yml`` after the evaluation, unless the folder has one (a training
+    run's, which stays as it was)."""
     device = device or init_distributed()
     with hold_run_lock(cfg.output, device):
         device, logger = start_run(cfg, device, logger)
@@ -82,11 +83,12 @@ def evaluate(cfg: DictConfig, device: torch.device | None = None,
         cfg = with_model_config(cfg, ckpt)  # without a model section in --cfg: the checkpoint's
         model = build_model(cfg.model).to(device)
         load_eval_state(model, ckpt["model"])
-        save_run_config(cfg)
         precision = resolve_precision(cfg.train, device)
         metrics = evaluate_cls(cfg, model, loader, precision, device)
         logger.info(f"Accuracy of {resume} on the {metrics['num_images']} test images: top-1 {metrics['acc1']:.2f}%"
                     f"  top-5 {metrics['acc5']:.2f}%  ({precision.name})")
+        if not (Path(cfg.output) / "config.yml").exists():  # one there is the training run's: kept
+            save_run_config(cfg)
         return metrics
 
 
