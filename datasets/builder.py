@@ -428,7 +428,11 @@ def build_train_loader(data_cfg: DictConfig, rank: int = 0, world_size: int = 1,
                           "text": RequireCaption(build_text_transform(True, data_cfg.text_aug))},
                          repeat=True, shuffle_buffer=data_cfg.shuffle_buffer, seed=data_cfg.seed)
     total = sum(data_cfg.dataset.meta[name].length for name in data_cfg.dataset.train)
-    iters_per_epoch = max(1, total // (data_cfg.batch_size * world_size))
+    if data_cfg.batch_size * world_size > total:  # the endless stream would repeat samples inside a batch
+        raise UserError(f"a batch of {data_cfg.batch_size} x {world_size} process(es) is more than the {total} "
+                        "training samples (data.dataset.meta.*.length): it would hold a sample twice, a false "
+                        "negative of itself in the contrastive loss; lower data.batch_size")
+    iters_per_epoch = total // (data_cfg.batch_size * world_size)
     loader = _dataloader(stream, data_cfg.batch_size, False, data_cfg, pin_memory, ReportSkips(stream.handler))
     return EpochLoader(loader, iters_per_epoch, max_bad_fraction)
 

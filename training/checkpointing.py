@@ -27,6 +27,7 @@ from training.rng import rng_state
 from training.state import RunState
 from utils.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from utils.distributed import get_rank, get_world_size, unwrap
+from utils.errors import UserError
 
 _EPOCH_FILE = re.compile(r"^ckpt_epoch_(\d+)\.pth$")
 
@@ -40,9 +41,40 @@ def save_run_config(cfg: DictConfig) -> None:
         OmegaConf.save(OmegaConf.create(container), Path(cfg.output) / "config.yml")
 
 
+def batch_of(cfg: DictConfig, world_size: int) -> dict[str, int]:
+    """What one optimizer step trains on: samples per process, processes, micro-batches per step. The schedule
+    (iterations per epoch, learning rates scaled to the batch) and a step checkpoint's place in its epoch depend on
+    it, so a checkpoint records it (``'batch'``) and is resumed only with the same."""
+    return {"per_process": cfg.data.batch_size, "processes": world_size,
+            "accumulation": max(1, cfg.train.accumulation_steps)}
+
+
+def _describe(batch: Mapping[str, int]) -> str:
+    return (f"{batch['per_process']} samples per process x {batch['processes']} process(es) x "
+            f"{batch['accumulation']} accumulation step(s)")
+
+
+def check_same_batch(path: str, ckpt: Mapping[str, Any], batch: Mapping[str, int]) -> None:
+    """Refuse to resume ``ckpt`` (with training state) under another global batch or accumulation: its restored
+    schedule would run out of step with this run's iterations, and a step checkpoint would skip the wrong samples.
+    The processes may differ when the global batch stays (e.g. 2 x 16 or 1 x 32). Checkpoints without a record
+    (the reference's, older ones) are not checked."""
+    saved = ckpt.get("batch")
+    if not isinstance(saved, Mapping):
+        return
+    ours = (batch["per_process"] * batch["processes"], batch["accumulation"])
+    if (saved["per_process"] * saved["processes"], saved["accumulation"]) != ours:
+        where = f"mid-epoch (epoch {ckpt['epoch']}, iteration {ckpt['epoch_iterations']})" \
+            if "epoch_iterations" in ckpt else f"after epoch {ckpt['epoch']}"
+        raise UserError(f"{path} was saved {where} with {_describe(saved)}; this run has {_describe(batch)}: its "
+                        "learning-rate schedule and place in the data would not fit. Resume it with the same global "
+                        "batch (--batch-size, processes, train.accumulation_steps), or train anew in another --output")
+
+
 def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
                    epoch: int, metrics: Mapping[str, float], cfg: DictConfig) -> dict[str, Any]:
-    """The reference's checkpoint layout (plus the grad scaler), with the config as plain data."""
+    """The reference's checkpoint layout (plus the grad scaler and ``'batch'``, :func:`batch_of`), with the config
+    as plain data."""
     state = {
         "model": unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -50,6 +82,7 @@ def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler
         "metrics": dict(metrics),
         "epoch": epoch,
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "batch": batch_of(cfg, get_world_size()),
         **metrics,
     }
     if scaler.is_enabled():
@@ -136,12 +169,13 @@ class ResumePoint:
 
 
 def resume_training(path: str, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    scaler: torch.amp.GradScaler, logger: logging.Logger) -> ResumePoint:
+                    scaler: torch.amp.GradScaler, logger: logging.Logger, batch: Mapping[str, int]) -> ResumePoint:
     """Load a checkpoint into the run; returns where training continues.
 
     The model is always loaded (strictly). Optimizer, scheduler, grad scaler and epoch are restored when the
-    file has them (our training checkpoints, and the reference's); a weights-only file (e.g. a released model)
-    starts at epoch 0. An epoch checkpoint continues at the next epoch, a step checkpoint within its epoch.
+    file has them (our training checkpoints, and the reference's), if it was trained with the same global
+    ``batch`` (:func:`check_same_batch`); a weights-only file (e.g. a released model) starts at epoch 0. An epoch
+    checkpoint continues at the next epoch, a step checkpoint within its epoch.
     """
     ckpt = load_checkpoint(path)
     load_model_state(unwrap(model), ckpt["model"])
@@ -149,6 +183,7 @@ def resume_training(path: str, model: nn.Module, optimizer: torch.optim.Optimize
     if not all(key in ckpt for key in ("optimizer", "lr_scheduler", "epoch")):
         logger.info(f"loaded the model weights of {path} (no training state in it): training starts at epoch 0")
         return ResumePoint(metrics=metrics)
+    check_same_batch(path, ckpt, batch)
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["lr_scheduler"])
     if scaler.is_enabled() and "scaler" in ckpt:

@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 from datasets.builder import build_train_loader, build_val_loader
 from models import build_model
 from segmentation.model_loading import load_eval_state, with_model_config
-from training.checkpointing import ResumePoint, note_saved, resume_training, save_run_config
+from training.checkpointing import ResumePoint, batch_of, note_saved, resume_training, save_run_config
 from training.evaluate import evaluate_cls
 from training.loop import build_step, run_epochs
 from training.precision import resolve_precision
@@ -122,6 +122,9 @@ def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> 
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                         broadcast_buffers=False)
     accumulation = max(1, cfg.train.accumulation_steps)
+    if accumulation > len(train_loader):
+        raise UserError(f"train.accumulation_steps {accumulation} is more than the {len(train_loader)} iterations of "
+                        "an epoch: no optimizer step would ever be made; lower it (or data.batch_size)")
     steps = f"; {accumulation} iterations (micro-batches) per optimizer step" if accumulation > 1 else ""
     logger.info(f"precision {precision.name}; {len(train_loader)} iterations per epoch{steps}; lr "
                 f"{train_cfg.base_lr:.3g} (warmup {train_cfg.warmup_lr:.3g}, min {train_cfg.min_lr:.3g}; "
@@ -137,8 +140,8 @@ def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> 
         if resume and resume != found:
             logger.warning(f"auto-resume: using {found} instead of {resume}")
         resume = found
-    point = resume_training(resume, model, optimizer, scheduler, scaler, logger) if resume else \
-        ResumePoint(epoch=cfg.train.start_epoch)
+    point = resume_training(resume, model, optimizer, scheduler, scaler, logger, batch_of(cfg, world_size)) \
+        if resume else ResumePoint(epoch=cfg.train.start_epoch)
     train_loader.set_first_epoch(point.epoch)
     state = RunState(cfg=cfg, model=model, step=build_step(cfg, model, optimizer, scaler, precision),
                      optimizer=optimizer, scheduler=scheduler, scaler=scaler, precision=precision, device=device,
