@@ -6,6 +6,7 @@ Reads every ``*.json`` in the annotations folder (in name order); each item of i
 record ``{URL: item['url'], TEXT: item['caption']}``. The records are shuffled (``random.seed(42)`` order) and
 written to the output, or with ``--num-split N`` to ``<name>_part0.parquet`` ... ``<name>_part{N-1}.parquet``, part i
 holding every N-th record from the i-th on. Give img2dataset the output folder with ``--input_format parquet``.
+An existing output is refused (``--overwrite`` replaces it), and so are annotations with fewer records than files.
 """
 
 from __future__ import annotations

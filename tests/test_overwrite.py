@@ -117,7 +117,8 @@ def test_an_evaluation_keeps_earlier_results_and_a_failed_one_its_config(tmp_pat
 
 
 def test_data_files_are_refused(tmp_path):
-    """process_redcaps.py onto an existing parquet part and create_subset.py onto an existing TSV: refused."""
+    """process_redcaps.py onto an existing parquet part and create_subset.py onto an existing TSV: refused; an
+    annotation folder without records writes no empty parquet."""
     ann = tmp_path / "annotations"
     ann.mkdir()
     (ann / "pics_2020.json").write_text(json.dumps({"annotations": [{"url": "u", "caption": "c"}] * 2}))
@@ -127,6 +128,10 @@ def test_data_files_are_refused(tmp_path):
     assert not (tmp_path / "r_part0.parquet").exists() and (tmp_path / "r_part1.parquet").read_bytes() == OLD
     process_redcaps.main([str(ann), str(tmp_path / "r.parquet"), "--num-split", "2", "--overwrite"])
     assert pq.read_table(tmp_path / "r_part1.parquet").num_rows == 1
+    (ann / "pics_2020.json").write_text(json.dumps({"annotations": []}))
+    with pytest.raises(UserError, match=r"0 annotation\(s\) in 1 file\(s\) of .*: not enough for 1 parquet"):
+        process_redcaps.main([str(ann), str(tmp_path / "empty.parquet")])
+    assert not (tmp_path / "empty.parquet").exists()
 
     (tmp_path / "yfcc14m_dataset.tsv").write_bytes(OLD)
     (tmp_path / "subset.tsv").write_text("")
