@@ -151,3 +151,13 @@ def test_an_evaluation_into_a_training_folder_keeps_its_config(tmp_path):
     assert (out / "config.yml").read_bytes() == b"model_name: the training run\n"
     main_group_vit.main(["--cfg", str(cfg), "--eval", "--resume", str(CKPT), "--output", str(tmp_path / "new")])
     assert (tmp_path / "new" / "config.yml").is_file()
+
+
+def test_a_training_run_without_auto_resume_keeps_another_runs_checkpoints(tmp_path):
+    cfg = write_tiny_setup(tmp_path, extra={"evaluate.task": [], "checkpoint.auto_resume": False})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ckpt_epoch_0.pth").write_bytes(OLD)
+    with pytest.raises(UserError, match=r"holds the checkpoints of another run \(e.g. ckpt_epoch_0.pth\)"):
+        main_group_vit.main(["--cfg", str(cfg), "--output", str(out)])
+    assert (out / "ckpt_epoch_0.pth").read_bytes() == OLD

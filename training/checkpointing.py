@@ -71,6 +71,19 @@ def check_same_batch(path: str, ckpt: Mapping[str, Any], batch: Mapping[str, int
                         "batch (--batch-size, processes, train.accumulation_steps), or train anew in another --output")
 
 
+def check_not_another_run(cfg: DictConfig) -> None:
+    """Without auto-resume, a run that does not resume from a checkpoint of its output folder would overwrite the
+    checkpoints there (another run's, from epoch 0 on): refused in one line."""
+    folder = Path(cfg.output)
+    found = sorted(folder.glob("*.pth"))
+    resume = cfg.checkpoint.resume
+    ours = bool(resume) and Path(resume).exists() and Path(resume).resolve().parent == folder.resolve()
+    if found and not cfg.checkpoint.auto_resume and not ours:
+        raise UserError(f"{folder} holds the checkpoints of another run (e.g. {found[0].name}), which this one would "
+                        "overwrite: choose another --output, continue that run (checkpoint.auto_resume, or --resume "
+                        "one of its checkpoints), or move them away")
+
+
 def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
                    epoch: int, metrics: Mapping[str, float], cfg: DictConfig) -> dict[str, Any]:
     """The reference's checkpoint layout (plus the grad scaler and ``'batch'``, :func:`batch_of`), with the config

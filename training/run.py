@@ -13,7 +13,14 @@ from torch.nn.parallel import DistributedDataParallel
 from datasets.builder import build_train_loader, build_val_loader
 from models import build_model
 from segmentation.model_loading import load_eval_state, with_model_config
-from training.checkpointing import ResumePoint, batch_of, note_saved, resume_training, save_run_config
+from training.checkpointing import (
+    ResumePoint,
+    batch_of,
+    check_not_another_run,
+    note_saved,
+    resume_training,
+    save_run_config,
+)
 from training.evaluate import evaluate_cls
 from training.loop import build_step, run_epochs
 from training.precision import resolve_precision
@@ -97,6 +104,7 @@ def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> 
     ``checkpoint.resume`` or, with ``checkpoint.auto_resume``, from the output folder's newest checkpoint."""
     rank, world_size = get_rank(), get_world_size()
     check_counts(cfg)
+    check_not_another_run(cfg)
     guard = NonFiniteGuard(cfg.train.max_nonfinite_steps)
     pin = cfg.data.pin_memory and device.type == "cuda"
     train_loader = build_train_loader(cfg.data, rank, world_size, pin_memory=pin)
