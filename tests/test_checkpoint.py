@@ -324,7 +324,8 @@ def test_a_refused_write_is_one_line_naming_the_last_complete_checkpoint(tmp_pat
     small, big = {"model": {"w": torch.zeros(10)}}, {"model": {"w": torch.zeros(200_000)}}
     save_checkpoint(small, tmp_path / "checkpoint.pth")
     before = (tmp_path / "checkpoint.pth").read_bytes()
-    monkeypatch.setattr(interrupt.progress, "resume", interrupt.checkpoint_hint(tmp_path / "checkpoint.pth", True))
+    monkeypatch.setattr(interrupt.progress, "resume", "")  # restored after the test
+    interrupt.progress.checkpoint_saved(tmp_path / "checkpoint.pth", auto_resume=True)
     file_size_limit(100_000)
     with pytest.raises(UserError) as error:
         save_checkpoint(big, tmp_path / "checkpoint.pth")
