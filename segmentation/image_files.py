@@ -60,13 +60,15 @@ class LoadCheckedAnnotations(LoadAnnotations):
             super()._load_seg_map(results)
         except Exception as e:  # decoders raise many types
             raise UserError(f"cannot read {path} as a label map: {' '.join(str(e).split())}") from None
-        label = results["gt_seg_map"]  # [H, W] class indices (uint8)
-        if label.ndim != 2:
+        label = results["gt_seg_map"]  # [H, W] class indices (uint8); mmseg squeezes a side of 1 away
+        if label.ndim == 3:
             raise UserError(f"label map {path} has {label.shape[2]} channels: it must be one channel of class "
                             "indices (a palette or grey PNG), not a colour rendering")
-        if label.shape != tuple(results["ori_shape"]):
-            raise UserError(f"label map {path} is {label.shape[1]}x{label.shape[0]} pixels, its image "
-                            f"{results['ori_shape'][1]}x{results['ori_shape'][0]}: they must be the same size")
+        height, width = results["ori_shape"]
+        if label.shape != (height, width):
+            size = "x".join(map(str, label.shape[::-1]))
+            raise UserError(f"label map {path} is {size} pixels, its image {width}x{height}: they must be the "
+                            "same size")
         if self.num_classes is not None:
             values = np.unique(label)
             bad = values[(values >= self.num_classes) & (values != self.ignore_index)]
