@@ -110,6 +110,9 @@ def write_captions(conn: sqlite3.Connection, has_key: bool, total: int, output: 
                 continue
             writer.writerow([image_path(photo_hash), clean_caption(description)])
             counts["written"] += 1
+        if not counts["written"]:  # raised inside the block: no empty TSV is left
+            raise UserError(f"none of the {total} subset photos is in the metadata DB with the subset's hash "
+                            f"({counts['hash mismatch']} with another one): nothing written")
     return counts
 
 

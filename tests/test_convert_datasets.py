@@ -180,6 +180,16 @@ def test_create_subset_input_errors(yfcc, tmp_path):
     assert not (tmp_path / "out" / "yfcc14m_dataset.tsv").exists()
 
 
+def test_create_subset_without_a_match_writes_nothing(yfcc):
+    """A subset none of whose photos is in the DB (photo 7) gives one line, not an empty TSV and exit 0."""
+    subset = yfcc["dir"] / "only7.tsv"
+    subset.write_text(f"line\tphotoid\tphoto_hash\n0\t7\t{photo_hash(7)}\n")
+    with pytest.raises(UserError, match=r"none of the 1 subset photos is in the metadata DB .*: nothing written"):
+        create_subset.main(["--input-dir", str(yfcc["dir"]), "--subset", str(subset), "--output-dir",
+                            str(yfcc["dir"] / "out")])
+    assert not (yfcc["dir"] / "out" / "yfcc14m_dataset.tsv").exists()
+
+
 def write_zip(path: Path, members: dict[str, bytes]) -> None:
     with zipfile.ZipFile(path, "w") as zf:
         for name, data in members.items():
