@@ -18,6 +18,8 @@ segmentation set in the VOC layout); model: configs/quickstart.yml's. Checks, in
 - torchrun: torchrun --nproc_per_node 1 main_group_vit.py for one epoch;
 - compile: one epoch with train.compile=true (bf16).
 --device cpu runs everything on the CPU (fp16 is skipped): a dry run that the commands and checks work.
+An output folder with an earlier smoke run in it is refused (its training runs would be resumed, not rerun);
+--overwrite replaces it when the new run ends.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the project's utils (no torch: this script only starts commands)
+
+from utils.cli import run_cli  # noqa: E402
+from utils.overwrite import add_overwrite_flag, refuse_to_overwrite, replacing  # noqa: E402
+
+OUTPUTS = ("report.json", "report.md", "logs", "runs", "world")  # what a smoke run writes into --out-dir
 CHECKS = ("train-fp16", "train-bf16", "train-fp32", "resume-fp16", "eval-gpu", "eval-cpu", "seg-gpu", "seg-cpu",
           "demo-gpu", "demo-cpu", "torchrun", "compile")
 
@@ -47,6 +55,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=150, help="seconds per command")
     parser.add_argument("--time-budget", type=float, default=450, help="seconds; later checks are skipped after")
+    add_overwrite_flag(parser, "an earlier smoke run in --out-dir")
     return parser.parse_args(argv)
 
 
@@ -114,6 +123,13 @@ def last_losses(log: str) -> dict[str, float]:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
+    outputs = [Path(args.out_dir).resolve() / name for name in OUTPUTS]
+    refuse_to_overwrite(outputs, "an earlier smoke run", args.overwrite)
+    with replacing(outputs):
+        return run_checks(args)
+
+
+def run_checks(args: argparse.Namespace) -> dict:
     smoke = Smoke(args)
     python, world = sys.executable, smoke.out / "world"
     gpu = args.device == "cuda"
@@ -243,4 +259,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
