@@ -9,6 +9,8 @@
   with its real width and height in the message (Pillow's own decompression-bomb limit is not what is reported);
 - a truncated or corrupt image: the whole file is decoded (JPEGs at 1/8 scale, which still reads every byte).
 
+``read_image_file(path)`` reads a local file and checks it (a URL is refused in one line: inputs are local files).
+
 ``check_fits(width, height, patch_size, name, after)`` refuses an image that, after a front end's resize, is smaller
 than one patch on a side (the patch embedding cannot see it).
 
@@ -30,6 +32,8 @@ from utils.errors import UserError
 
 MAX_PIXELS = 100_000_000  # larger images are refused before decoding
 FORMATS_HINT = "a JPEG, PNG, WebP, BMP or TIFF file"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")  # the files a folder input takes
+URL_SCHEMES = ("http://", "https://", "ftp://", "s3://", "gs://")
 
 
 class BadImage(UserError):
@@ -89,8 +93,15 @@ def check_image(data: bytes, name: str | Path, max_pixels: int = MAX_PIXELS) -> 
     return size
 
 
+def check_local(path: str | Path) -> None:
+    """``BadImage`` for a URL: inputs are local files (``Path`` would also fold its '//' into '/')."""
+    if isinstance(path, str) and path.lower().startswith(URL_SCHEMES):
+        raise BadImage(f"{path} is a URL: images are read from local files (download it first, e.g. curl -O URL)")
+
+
 def read_image_file(path: str | Path, max_pixels: int = MAX_PIXELS) -> bytes:
-    """The checked bytes of an image file; ``BadImage`` if it is missing, not a file or unusable."""
+    """The checked bytes of an image file; ``BadImage`` if it is a URL, missing, not a file or unusable."""
+    check_local(path)
     path = Path(path)
     if not path.is_file():
         raise BadImage(f"input image not found: {path}")

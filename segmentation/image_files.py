@@ -1,10 +1,14 @@
 """Image files for segmentation, checked by ``datasets.image_check`` and decoded with cv2 as mmcv decodes them:
 ``read_image`` for the demos, ``LoadCheckedImageFromFile`` for the segmentation datasets; and their label maps,
-checked against their image and their dataset's classes (``LoadCheckedAnnotations``)."""
+checked against their image and their dataset's classes (``LoadCheckedAnnotations``); ``list_images`` for the images
+a demo's ``--input`` names (a folder, searched recursively, a glob or a .txt list of paths)."""
 
 from __future__ import annotations
 
+import glob
+import os
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -12,8 +16,18 @@ from mmcv.transforms import LoadImageFromFile
 from mmengine import fileio
 from mmseg.datasets.transforms import LoadAnnotations
 
-from datasets.image_check import BadImage, check_image, read_image_file
+from datasets.image_check import IMAGE_EXTENSIONS, BadImage, check_image, check_local, read_image_file
 from utils.errors import UserError
+
+LIST_SUFFIX = ".txt"  # an --input file with this suffix lists image paths, one per line
+GLOB_CHARS = "*?["
+
+
+class ImageInput(NamedTuple):
+    """An image to segment: the file, and its name relative to the input's root (the outputs mirror it)."""
+
+    path: Path
+    name: Path
 
 
 def decode_image(data: bytes, name: str | Path) -> np.ndarray:
@@ -75,3 +89,40 @@ class LoadCheckedAnnotations(LoadAnnotations):
             if bad.size:
                 raise UserError(f"label map {path} holds {', '.join(map(str, bad[:5].tolist()))}, which is not a "
                                 f"class of this dataset (0-{self.num_classes - 1}, or {self.ignore_index} to ignore)")
+
+
+def is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def glob_root(pattern: Path) -> Path:
+    """The folder of a glob pattern before its first wildcard."""
+    fixed = []
+    for part in pattern.parts[:-1]:
+        if any(c in part for c in GLOB_CHARS):
+            break
+        fixed.append(part)
+    return Path(*fixed)
+
+
+def list_images(spec: str) -> list[ImageInput] | None:
+    """The images ``spec`` names, in sorted order: a folder's (recursively, files with ``IMAGE_EXTENSIONS``), a
+    glob's (``**`` recursive; named relative to its folder before the first wildcard) or the paths of a .txt
+    file, in its order (one per line, relative to the file's folder, where they are named from; a path outside
+    it is named by its absolute path; blank lines and ``#`` comments skipped; a listed file that is missing or
+    no image is reported when it is read). None when ``spec`` names one image file."""
+    check_local(spec)
+    path = Path(spec)
+    if path.is_dir():
+        return [ImageInput(p, p.relative_to(path)) for p in sorted(path.rglob("*")) if p.is_file() and is_image_name(p)]
+    if not path.exists() and any(c in spec for c in GLOB_CHARS):
+        root = glob_root(path)
+        found = [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
+        return [ImageInput(p, p.relative_to(root)) for p in found if p.is_file() and is_image_name(p)]
+    if path.is_file() and path.suffix.lower() == LIST_SUFFIX:
+        folder = Path(os.path.abspath(path.parent))
+        lines = (line.strip() for line in path.read_text().splitlines())
+        listed = [Path(os.path.abspath(folder / line)) for line in lines if line and not line.startswith("#")]
+        return [ImageInput(p, p.relative_to(folder) if p.is_relative_to(folder) else p.relative_to(p.anchor))
+                for p in listed]
+    return None

@@ -92,6 +92,19 @@ def draw_class_names(image: np.ndarray, label: np.ndarray, classes: Sequence[str
     return np.ascontiguousarray(drawn)
 
 
+def upscale(array: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement of an [H, W] or [H, W, 3] array by an integer ``factor``."""
+    return np.repeat(np.repeat(array, factor, axis=0), factor, axis=1)
+
+
+def palette_png(label: np.ndarray, palette: np.ndarray) -> Image.Image:
+    """The label map [H, W] as an indexed image whose pixel values are the class indices, coloured by ``palette``
+    uint8 [C, 3] (at most 256 classes: ``check_palette_png``)."""
+    pred = Image.fromarray(label.astype(np.uint8))
+    pred.putpalette(palette.reshape(-1).tolist())  # 'L' -> 'P': the pixel values stay the class indices
+    return pred
+
+
 def group_labels(attn_map: torch.Tensor, ori_shape: Sequence[int]) -> np.ndarray:
     """Soft group map [h, w, G] -> each original pixel's group [H, W] (bilinear resize, then argmax)."""
     grid = attn_map.permute(2, 0, 1)[None].float()  # [1, G, h, w]
@@ -106,9 +119,7 @@ def render(mode: str, image: np.ndarray, label: np.ndarray, classes: Sequence[st
     if mode == "input":
         return [("", Image.fromarray(image))]
     if mode == "pred":
-        pred = Image.fromarray(label.astype(np.uint8))
-        pred.putpalette(palette.reshape(-1).tolist())  # 'L' -> 'P': the pixel values stay the class indices
-        return [("", pred)]
+        return [("", palette_png(label, palette))]
     if mode in ("input_pred", "input_pred_label"):
         blended = blend(image, palette[label], label != 0 if with_bg else None)
         if mode == "input_pred_label":

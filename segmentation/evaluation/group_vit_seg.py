@@ -6,7 +6,8 @@ gets class scores from its projected group token against the class text embeddin
 image-level top-5 classes; background is a threshold rule. ``inference``/``whole_inference`` are mmseg's;
 ``predict``, ``slide_inference`` and ``postprocess_result`` keep mmseg's semantics (mmseg 0.x's window layout and
 averaging, the resize to the original size) but run every window of an image through the encoder as one batch and
-compute only the reference's label map. tests/test_perf_equivalence.py checks them against mmseg's own.
+compute only the reference's label map; ``predict_images`` does the same for several images of any sizes, their
+crops of one size through the encoder together. tests/test_perf_equivalence.py checks them against mmseg's own.
 
 Several background thresholds are computed from one forward (``bg_threshs``): the class scores do not depend on
 the threshold, so the segmentor outputs one background channel per threshold before the N class channels, and the
@@ -291,10 +292,21 @@ class GroupViTSegInference(EncoderDecoder):
     def window_scores(self, inputs: Tensor, windows: Sequence[tuple[int, ...]]) -> ChannelScores:
         """The scores of ``inputs`` [B, 3, H, W] averaged over ``windows`` (all of one size; each pixel's sum divided
         by its window count, as mmseg's slide_inference does), in the channels some group of the batch scores."""
-        batch_size, _, height, width = inputs.shape
         crops = torch.cat([inputs[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in windows])  # [windows * B, 3, h, w]
+        group_of_pixel, rows = self.crop_rows(crops)
+        return self.average_windows(inputs, windows, group_of_pixel, rows)
+
+    def crop_rows(self, crops: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`group_rows` of crops [B, 3, h, w], through the image encoder at once: [B, h, w], [B, G, K + N]."""
         out = self.model.img_encoder(crops, return_feat=True, return_attn=True, as_dict=True)
-        group_of_pixel, rows = self.group_rows(out, *crops.shape[-2:])  # [windows * B, h, w], [windows * B, G, K + N]
+        return self.group_rows(out, *crops.shape[-2:])
+
+    def average_windows(self, inputs: Tensor, windows: Sequence[tuple[int, ...]], group_of_pixel: Tensor,
+                        rows: Tensor) -> ChannelScores:
+        """The scores of ``inputs`` [B, 3, H, W] from its crops' groups: ``group_of_pixel`` [windows * B, h, w] and
+        ``rows`` [windows * B, G, K + N], window by window (B crops each), summed and divided by each pixel's window
+        count, in the channels some group scores."""
+        batch_size, _, height, width = inputs.shape
         active = rows.ne(0).flatten(0, 1).any(dim=0)  # [K + N]
         active[:max(len(self.bg_threshs), 1)] = True  # the background channels (without: channel 0) always
         channels = active.nonzero()[:, 0]  # [A]
@@ -305,6 +317,39 @@ class GroupViTSegInference(EncoderDecoder):
             preds[:, :, y1:y2, x1:x2] += scores
             count[:, :, y1:y2, x1:x2] += 1
         return ChannelScores(preds.div_(count), channels, self.out_channels)
+
+    def images_window_scores(self, images: Sequence[Tensor]) -> list[ChannelScores]:
+        """:meth:`window_scores` of several images [1, 3, H_i, W_i] of any sizes, each over its own :meth:`windows`:
+        the crops of one size, from all the images, go through the encoder together. Each image keeps the channels
+        its own groups score, as when it is segmented alone."""
+        windows = [self.windows(image) for image in images]
+        by_size: dict[tuple[int, int], list[tuple[int, int]]] = {}  # crop size -> (image, window) indices
+        for i, image_windows in enumerate(windows):
+            for j, (y1, y2, x1, x2) in enumerate(image_windows):
+                by_size.setdefault((y2 - y1, x2 - x1), []).append((i, j))
+        crop_out: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}  # (image, window) -> [h, w], [G, K + N]
+        for items in by_size.values():
+            crops = []
+            for i, j in items:
+                y1, y2, x1, x2 = windows[i][j]
+                crops.append(images[i][:, :, y1:y2, x1:x2])
+            group_of_pixel, rows = self.crop_rows(torch.cat(crops))  # [crops, h, w], [crops, G, K + N]
+            crop_out.update(zip(items, zip(group_of_pixel, rows, strict=True), strict=True))
+        scores = []
+        for i, image in enumerate(images):
+            outs = [crop_out[i, j] for j in range(len(windows[i]))]
+            group_of_pixel = torch.stack([g for g, _ in outs])  # [windows, h, w]
+            rows = torch.stack([r for _, r in outs])  # [windows, G, K + N]
+            scores.append(self.average_windows(image, windows[i], group_of_pixel, rows))
+        return scores
+
+    def predict_images(self, images: Sequence[Tensor], data_samples: SampleList) -> SampleList:
+        """:meth:`predict` of several images [1, 3, H_i, W_i] of any sizes, one sample each, with the crops of one
+        size batched through the encoder (:meth:`images_window_scores`)."""
+        for image, sample in zip(images, data_samples, strict=True):
+            self.check_fits(image, [sample.metainfo])
+        scores = self.images_window_scores(images)
+        return [self.postprocess_scores(s, [sample])[0] for s, sample in zip(scores, data_samples, strict=True)]
 
     def predict(self, inputs: Tensor, data_samples: OptSampleList = None) -> SampleList:
         """mmseg's ``predict`` (``inference``, then ``postprocess_result``) on the channels some group scores."""
