@@ -4,10 +4,12 @@
     python demo/app.py --resume CKPT.pth --device cpu --port 8080 --host 0.0.0.0
     python demo/app.py                                                         # random weights (a warning says so)
 
-The page takes an image (an upload or a bundled example), comma-separated class names (or a VOC, Context or
-COCO preset), an optional background threshold and the pictures to show; it shows ``input_pred_label``,
-``final_group``, ``all_groups`` and a table of the classes found with their pixel shares. The whole image is
-processed at once, as in ``demo/demo_seg.py``. Images with a side longer than 4096 pixels are downscaled to
+The page takes an image (an upload or a bundled example), class names separated by commas or one per line (or a
+VOC, Context, COCO, ... preset; for a checkpoint trained on the synthetic world by the quickstart, that world's
+classes too), an optional background threshold and the pictures to show; it shows ``input_pred_label``,
+``final_group``, ``all_groups`` and a table of the classes found with their pixel shares. Every picture is shown at
+one size (PICTURE_HEIGHT), small ones enlarged without smoothing. The whole image is processed at once, as in
+``demo/demo_seg.py``. Images with a side longer than 4096 pixels are downscaled to
 4096; images over 100 megapixels are refused. Bad input is explained in the page. Nothing leaves the machine:
 no analytics, no share link, no fonts or scripts from the internet.
 """
@@ -37,10 +39,12 @@ from omegaconf import DictConfig  # noqa: E402
 from datasets.image_check import MAX_PIXELS, check_image  # noqa: E402
 from models import build_model  # noqa: E402
 from segmentation.datasets import preset_vocabulary  # noqa: E402
+from segmentation.datasets.synthetic import world_preset  # noqa: E402
+from segmentation.datasets.vocab import prompted_classes  # noqa: E402
 from segmentation.image_files import decode_image  # noqa: E402
 from segmentation.inference import ImageSegmentation, segment_array  # noqa: E402
-from segmentation.model_loading import DEFAULT_CFG, experiment_config, load_eval_model  # noqa: E402
-from segmentation.segmentor_cache import SegmentorCache  # noqa: E402
+from segmentation.model_loading import DEFAULT_CFG, experiment_config, load_eval_checkpoint  # noqa: E402
+from segmentation.segmentor_cache import ExtraPreset, SegmentorCache  # noqa: E402
 from utils.cli import add_debug_flag, pick_device, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
@@ -52,6 +56,16 @@ PRESETS = {"VOC": "voc", "Context": "context", "COCO": "coco", "ADE20K": "ade20k
 EXAMPLES = [ROOT / "demo" / "examples" / name for name in ("coffee.jpg", "astronaut.jpg", "chelsea.jpg")]
 RANDOM_WEIGHTS_CFG = ROOT / "configs" / "group_vit_gcc_yfcc_30e.yml"  # the model built without --resume
 MAX_SIDE = 4096  # a longer side is downscaled to this
+WORLD = "world"  # the preset of a checkpoint's synthetic world
+PICTURE_SIDE = 256  # smaller pictures are drawn enlarged (nearest) to at least this, so that class names fit
+PICTURE_HEIGHT = 360  # CSS pixels: every picture of the page is shown at this height, small ones not smoothed
+CSS = f"""
+#input-image img, #out-label img, #out-final img, #out-groups img {{
+    height: {PICTURE_HEIGHT}px !important; width: 100% !important; object-fit: contain !important;
+    image-rendering: pixelated;
+}}
+#out-groups .thumbnail-item, #out-groups .thumbnails {{ height: {PICTURE_HEIGHT}px !important; }}
+"""
 MAX_UPLOAD = "50mb"  # Gradio refuses bigger uploads in the page
 SEGMENTOR_CACHE = 4  # (vocabulary, threshold) requests whose segmentors are kept
 RANDOM_WARNING = ("**Warning: no checkpoint was given (`--resume`), so the weights are random and the "
@@ -72,19 +86,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, DictConfig, bool]:
-    """The model in eval mode, its config, and whether its weights are random (no ``--resume``)."""
+def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, DictConfig, bool, ExtraPreset | None]:
+    """The model in eval mode, its config, whether its weights are random (no ``--resume``) and, for a checkpoint
+    trained on the synthetic world, that world's preset (``world_preset``)."""
     device = pick_device(args.device)
     if args.resume:
         cfg = experiment_config(argparse.Namespace(cfg=args.cfg or str(DEFAULT_CFG), opts=args.opts,
                                                    resume=args.resume))
-        model, cfg = load_eval_model(cfg, cfg.checkpoint.resume, device)
-        return model, cfg, False
+        model, cfg, stored = load_eval_checkpoint(cfg, cfg.checkpoint.resume, device)
+        return model, cfg, False, world_preset(stored)
     cfg = experiment_config(argparse.Namespace(cfg=args.cfg or str(RANDOM_WEIGHTS_CFG), opts=args.opts))
     if "model" not in cfg:
         raise UserError(f"{args.cfg} has no model section: without --resume the model is built from --cfg")
     torch.manual_seed(0)
-    return build_model(cfg.model).to(device).eval(), cfg, True
+    return build_model(cfg.model).to(device).eval(), cfg, True, None
 
 
 def check_threshold(value: float | str | None) -> float | None:
@@ -119,20 +134,29 @@ def load_upload(path: str | Path | None) -> tuple[np.ndarray, str]:
 
 class Segmenter:
     """The model, loaded once, and the segmentors of the last few requests (``SegmentorCache``); one image at a
-    time."""
+    time. ``world``: the checkpoint's synthetic world as a preset (``load_model``)."""
 
-    def __init__(self, model: torch.nn.Module, cfg: DictConfig, random_weights: bool = False):
+    def __init__(self, model: torch.nn.Module, cfg: DictConfig, random_weights: bool = False,
+                 world: ExtraPreset | None = None):
         self.segmentors = SegmentorCache(model, seg_opts=cfg.evaluate.seg.opts, template=cfg.evaluate.seg.template,
-                                         size=SEGMENTOR_CACHE)
+                                         size=SEGMENTOR_CACHE, extra_presets={WORLD: world} if world else None)
         self.random_weights = random_weights
+        self.world = world
         self._lock = threading.Lock()
 
     def segment(self, img: np.ndarray, vocabulary: str, bg_thresh: float | None,
                 modes: Sequence[str]) -> ImageSegmentation:
-        """Segment a BGR image with the comma-separated ``vocabulary``; ``bg_thresh`` None: the config's."""
+        """Segment a BGR image with ``vocabulary``; ``bg_thresh`` None: the config's."""
         seg_model = self.segmentors.get(vocabulary, bg_thresh)
         with self._lock:
-            return segment_array(seg_model, img, modes)
+            return segment_array(seg_model, img, modes, min_side=PICTURE_SIDE)
+
+    def presets(self) -> dict[str, str]:
+        """Button label -> the vocabulary it fills in."""
+        buttons = {f"{label} classes": preset_vocabulary(dataset) for label, dataset in PRESETS.items()}
+        if self.world:
+            buttons = {"Quickstart world classes": ", ".join(prompted_classes(self.world[1])), **buttons}
+        return buttons
 
 
 @dataclass(frozen=True)
@@ -179,10 +203,11 @@ def build_page(segmenter: Segmenter) -> gr.Blocks:
                 gr.Examples([[str(path)] for path in EXAMPLES], inputs=[image], label="Examples", elem_id="examples")
             with gr.Column():
                 vocabulary = gr.Textbox(label="Vocabulary", lines=3, elem_id="vocab",
-                                        placeholder="class names separated by commas, e.g. cup, saucer, spoon")
+                                        placeholder="class names separated by commas or one per line, e.g. cup, "
+                                                    "saucer, spoon")
                 with gr.Row():
-                    presets = [(gr.Button(f"{label} classes", size="sm"), dataset)
-                               for label, dataset in PRESETS.items()]
+                    presets = [(gr.Button(label, size="sm", elem_classes="preset"), vocab)
+                               for label, vocab in segmenter.presets().items()]
                 bg_thresh = gr.Textbox(label="Background threshold (optional)", elem_id="bg-thresh",
                                        placeholder="0 to 1; empty: the dataset config's (0.95; Context 0.35); "
                                                    "ADE20K, COCO-Stuff, Cityscapes: none")
@@ -197,8 +222,8 @@ def build_page(segmenter: Segmenter) -> gr.Blocks:
         table = gr.Dataframe(headers=["class", "pixel share"], datatype=["str", "str"], interactive=False,
                              label="Classes found", elem_id="class-table")
 
-        for button, dataset in presets:
-            button.click(lambda dataset=dataset: preset_vocabulary(dataset), outputs=vocabulary, queue=False)
+        for button, vocab in presets:
+            button.click(lambda vocab=vocab: vocab, outputs=vocabulary, queue=False)
 
         def on_submit(upload: dict[str, Any] | None, vocab: str, thresh: str | None,
                       modes: list[str] | None) -> tuple[Any, ...]:
@@ -222,12 +247,12 @@ def build_page(segmenter: Segmenter) -> gr.Blocks:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    model, cfg, random_weights = load_model(args)
+    model, cfg, random_weights, world = load_model(args)
     if random_weights:
         log.warning("no --resume: the weights are random, the page says so")
-    page = build_page(Segmenter(model, cfg, random_weights))
+    page = build_page(Segmenter(model, cfg, random_weights, world))
     try:
-        page.launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False,
+        page.launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False, css=CSS,
                     max_file_size=MAX_UPLOAD, show_error=False, run_history=False)
     except OSError as e:  # the port is taken, or the address is not this machine's
         raise UserError(f"cannot serve on {args.host}:{args.port}: {e}") from None

@@ -19,7 +19,7 @@ from mmseg.structures import SegDataSample
 
 from .evaluation.builder import build_image_pipeline
 from .evaluation.group_vit_seg import GroupViTSegInference
-from .vis import check_vis_modes, render, sample_layers
+from .vis import check_vis_modes, render, sample_layers, upscale
 
 
 @torch.no_grad()
@@ -47,7 +47,8 @@ def class_shares(label: np.ndarray, classes: Sequence[str]) -> list[tuple[str, f
 @dataclass(frozen=True)
 class ImageSegmentation:
     """One image's segmentation: ``label`` [H, W] indexes ``classes``; ``pictures`` maps each requested
-    visualisation mode to its RGB uint8 [H, W, 3] pictures (``all_groups``: one per grouping stage)."""
+    visualisation mode to its RGB uint8 pictures, [H, W, 3] or enlarged (``render_pictures``; ``all_groups``: one per
+    grouping stage)."""
 
     label: np.ndarray
     classes: tuple[str, ...]
@@ -60,18 +61,24 @@ class ImageSegmentation:
 
 @torch.no_grad()
 def render_pictures(seg_model: GroupViTSegInference, inputs: torch.Tensor, sample: SegDataSample,
-                    modes: Sequence[str]) -> dict[str, list[np.ndarray]]:
-    """The pictures ``vis.visualize_sample`` writes, per mode, as RGB arrays at the original image size."""
+                    modes: Sequence[str], min_side: int = 0) -> dict[str, list[np.ndarray]]:
+    """The pictures ``vis.visualize_sample`` writes, per mode, as RGB arrays at the original image size, or
+    enlarged (nearest, by a whole factor) to at least ``min_side`` pixels a side, so that class names fit."""
     image, label, group_maps = sample_layers(seg_model, inputs, sample, modes)
+    factor = -(-min_side // min(label.shape))  # ceil
+    if factor > 1:
+        image, label = upscale(image, factor), upscale(label, factor)
     palette = np.asarray(seg_model.palette, dtype=np.uint8).reshape(-1, 3)
     return {mode: [np.asarray(img.convert("RGB")) for _, img in
                    render(mode, image, label, seg_model.classes, palette, seg_model.with_bg, group_maps)]
             for mode in modes}
 
 
-def segment_array(seg_model: GroupViTSegInference, img: np.ndarray, modes: Sequence[str] = ()) -> ImageSegmentation:
-    """Segment a uint8 BGR image [H, W, 3] (as ``image_files.read_image`` returns) and render ``modes``."""
+def segment_array(seg_model: GroupViTSegInference, img: np.ndarray, modes: Sequence[str] = (),
+                  min_side: int = 0) -> ImageSegmentation:
+    """Segment a uint8 BGR image [H, W, 3] (as ``image_files.read_image`` returns) and render ``modes`` (see
+    :func:`render_pictures` for ``min_side``)."""
     modes = check_vis_modes(modes)
     inputs, sample = segment_image(seg_model, img)
     return ImageSegmentation(label=sample.pred_sem_seg.data[0].cpu().numpy(), classes=tuple(seg_model.classes),
-                             pictures=render_pictures(seg_model, inputs, sample, modes))
+                             pictures=render_pictures(seg_model, inputs, sample, modes, min_side))

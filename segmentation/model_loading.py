@@ -67,10 +67,17 @@ def load_eval_model(cfg: DictConfig, checkpoint: str, device: torch.device) -> t
 
     Returns the model and the config that describes it.
     """
+    model, cfg, _ = load_eval_checkpoint(cfg, checkpoint, device)
+    return model, cfg
+
+
+def load_eval_checkpoint(cfg: DictConfig, checkpoint: str, device: torch.device
+                         ) -> tuple[torch.nn.Module, DictConfig, Mapping | None]:
+    """:func:`load_eval_model`, and the config stored in the checkpoint (None if it has none)."""
     if not checkpoint:
         raise UserError("no checkpoint to evaluate: give --resume PATH_OR_URL")
     ckpt = load_checkpoint(checkpoint)
     cfg = with_model_config(cfg, ckpt)
     model = build_model(cfg.model)
     load_eval_state(model, ckpt["model"])
-    return model.to(device).eval(), cfg
+    return model.to(device).eval(), cfg, ckpt.get("config")

@@ -98,6 +98,7 @@ def test_open_vocabulary(tmp_path, capsys):
 
 def test_vocab_parsing():
     assert parse_vocab(["cat, dog", " traffic  cone ", "Cat", ","]) == ["cat", "dog", "traffic cone"]
+    assert parse_vocab(["cup\nsaucer\r\nspoon, fork"]) == ["cup", "saucer", "spoon", "fork"]  # one per line too
 
 
 @pytest.mark.parametrize("args, message", [

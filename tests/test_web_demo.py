@@ -5,6 +5,7 @@ The browser test saves screenshots under $GROUPVIT_TEST_ARTIFACTS (default: test
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -22,6 +23,7 @@ from types import ModuleType
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,8 +55,8 @@ def app() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def segmenter(app):
-    model, cfg, random_weights = app.load_model(app.parse_args(["--resume", CKPT, "--device", "cpu"]))
-    assert not random_weights
+    model, cfg, random_weights, world = app.load_model(app.parse_args(["--resume", CKPT, "--device", "cpu"]))
+    assert not random_weights and world is None
     return app.Segmenter(model, cfg, random_weights)
 
 
@@ -184,7 +186,7 @@ def test_random_weights_are_announced_in_the_page(app, segmenter):
         return block.visible
 
     assert app.parse_args([]).host == "127.0.0.1"
-    model, cfg, random_weights = app.load_model(app.parse_args(["--device", "cpu"]))
+    model, cfg, random_weights, _ = app.load_model(app.parse_args(["--device", "cpu"]))
     assert random_weights
     assert warning_visible(app.build_page(app.Segmenter(model, cfg, random_weights)))
     assert not warning_visible(app.build_page(segmenter))
@@ -205,15 +207,66 @@ def answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def server(tmp_path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """demo/app.py with the tiny checkpoint on a free loopback port; its URL and process."""
+@pytest.fixture(scope="module")
+def world_ckpt(tmp_path_factory) -> Path:
+    """A checkpoint as the quickstart writes one (configs/quickstart.yml, stored config included), random weights."""
+    from omegaconf import OmegaConf
+
+    from models import build_model
+    from utils.config import load_config
+
+    cfg = OmegaConf.to_container(load_config(REPO / "configs" / "quickstart.yml"), resolve=True)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("world") / "checkpoint.pth"
+    torch.save({"model": build_model(cfg["model"]).state_dict(), "config": cfg}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def world_image(tmp_path_factory) -> Path:
+    """An 80 px image of the quickstart's synthetic world."""
+    from datasets.synthetic import DEFAULT_WORLD, WORLDS, render_scene
+
+    image, _, _ = render_scene(np.random.default_rng(0), WORLDS[DEFAULT_WORLD])
+    path = tmp_path_factory.mktemp("world_image") / "world.png"
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_a_quickstart_checkpoint_offers_its_world(app, world_ckpt, world_image):
+    """The world's classes are a preset, segmented with the synthetic config (no resize, the tuned threshold);
+    the pictures of an 80 px image are drawn enlarged to PICTURE_SIDE or more, so that the class names fit."""
+    from datasets.synthetic import DEFAULT_WORLD, WORLDS
+
+    model, cfg, _, world = app.load_model(app.parse_args(["--resume", str(world_ckpt), "--device", "cpu"]))
+    segmenter = app.Segmenter(model, cfg, world=world)
+    vocab = segmenter.presets()["Quickstart world classes"]
+    assert vocab == ", ".join(WORLDS[DEFAULT_WORLD].class_names[1:])
+    seg_model = segmenter.segmentors.get(vocab)
+    assert seg_model.classes == WORLDS[DEFAULT_WORLD].class_names and seg_model.bg_thresh == 0.7
+    assert not [step for step in seg_model.test_pipeline if step["type"] == "Resize"]
+    result = app.segment_page(segmenter, world_image, vocab, None, app.OUTPUT_MODES)
+    assert result.message.startswith("Segmented a 80×80 image")
+    factor = -(-app.PICTURE_SIDE // 80)
+    assert [picture.shape for pictures in result.pictures.values() for picture in pictures] == \
+        [(80 * factor, 80 * factor, 3)] * 3  # input_pred_label, final_group, all_groups' one stage
+
+
+def test_names_one_per_line_are_separate_classes(app, segmenter):
+    result = app.segment_page(segmenter, COFFEE, "cup\nsaucer\nspoon", None, [])
+    assert {row[0] for row in result.table} <= {"background", "cup", "saucer", "spoon"}
+    assert segmenter.segmentors.get("cup\nsaucer\nspoon").classes == ("background", "cup", "saucer", "spoon")
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, checkpoint: str | Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """demo/app.py with ``checkpoint`` on a free loopback port; its URL and process."""
     port = free_port()
     err_path = tmp_path / "app.stderr"
     env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "PYTHONPATH": ""}
     with open(tmp_path / "app.stdout", "w") as out, open(err_path, "w") as err:
-        proc = subprocess.Popen([sys.executable, str(REPO / "demo" / "app.py"), "--resume", CKPT, "--device", "cpu",
-                                 "--port", str(port)], cwd=tmp_path, env=env, stdout=out, stderr=err)
+        proc = subprocess.Popen([sys.executable, str(REPO / "demo" / "app.py"), "--resume", str(checkpoint), "--device",
+                                 "cpu", "--port", str(port)], cwd=tmp_path, env=env, stdout=out, stderr=err)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + SERVER_START_S
@@ -229,6 +282,13 @@ def server(tmp_path) -> Iterator[tuple[str, subprocess.Popen]]:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture
+def server(tmp_path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """demo/app.py with the tiny checkpoint."""
+    with serving(tmp_path, CKPT) as served:
+        yield served
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -297,3 +357,38 @@ def test_page_in_headless_chromium(app, segmenter, server, bad_files):
             browser.close()
     assert proc.poll() is None and answers(url)
     assert not outside, f"the page fetched from outside this machine: {outside}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium is not installed (/usr/bin/chromium)")
+def test_world_image_in_headless_chromium(app, world_ckpt, world_image, tmp_path):
+    """As a quickstart user sees it: the world's preset button, and an 80 px image shown at PICTURE_HEIGHT in the
+    input, both result panels and every all_groups picture alike, enlarged without smoothing."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with serving(tmp_path, world_ckpt) as (url, _), sync_playwright() as playwright, \
+            tempfile.TemporaryDirectory() as profile:
+        browser = playwright.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1400})
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(90_000)
+            page.goto(url)
+            page.get_by_role("button", name="Quickstart world classes").click()
+            expect(page.locator("#vocab textarea")).to_have_value("circle, square, triangle, star, ring, cross, "
+                                                                  "heart, diamond")
+            page.locator("#input-image input[type=file]").set_input_files(world_image)
+            page.locator("#input-image img").wait_for()
+            page.locator("#submit").click()
+            expect(page.locator("#status")).to_contain_text("Segmented a 80×80 image")
+            expect(page.locator("#out-groups img")).to_have_count(1)  # the quickstart model: one grouping stage
+            page.locator("#out-label img").wait_for()
+            page.screenshot(path=artifacts_dir() / "web_demo_world.png", full_page=True)
+            for picture in ("#input-image img", "#out-label img", "#out-final img", "#out-groups img"):
+                shown = page.locator(picture).first.evaluate(
+                    "img => [img.getBoundingClientRect().height, getComputedStyle(img).imageRendering, "
+                    "getComputedStyle(img).objectFit]")
+                assert shown == [app.PICTURE_HEIGHT, "pixelated", "contain"], picture
+        finally:
+            browser.close()

@@ -8,15 +8,20 @@ first; colours generated). So a world with other classes needs no code change he
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
+from omegaconf import DictConfig, OmegaConf
 
+from datasets.synthetic import DEFAULT_WORLD, WORLDS, palette
 from utils.errors import UserError
 
 from .palette import distinct_colors
+
+SYNTHETIC_CFG = Path(__file__).resolve().parents[1] / "configs" / "_base_" / "datasets" / "synthetic.py"
 
 
 def read_class_meta(data_root: str | Path) -> dict[str, list]:
@@ -44,3 +49,25 @@ class SyntheticShapesDataset(BaseSegDataset):
     def __init__(self, data_root: str, metainfo: dict[str, Any] | None = None, **kwargs):
         super().__init__(data_root=data_root, metainfo=metainfo or read_class_meta(data_root), img_suffix=".jpg",
                          seg_map_suffix=".png", reduce_zero_label=False, **kwargs)
+
+
+def world_preset(stored_cfg: Mapping | DictConfig | None) -> tuple[Path, dict[str, list], list[str]] | None:
+    """The synthetic world as a vocabulary preset for a checkpoint trained on it (its stored config evaluates
+    segmentation with synthetic.py, as tools/quickstart.py's does), else None.
+
+    Returns the synthetic dataset config, the world's classes and colours (from its held-out set's dataset.json
+    when that folder is on this machine, else the default world's) and the stored ``test_cfg.*`` overrides (the
+    background threshold tuned for the world)."""
+    if isinstance(stored_cfg, DictConfig):
+        stored_cfg = OmegaConf.to_container(stored_cfg, resolve=False)
+    seg = ((stored_cfg or {}).get("evaluate") or {}).get("seg") or {}
+    if Path(str(seg.get("cfg") or "")).name != SYNTHETIC_CFG.name:
+        return None
+    opts = [str(opt) for opt in seg.get("opts") or []]
+    data_root = next((opt.split("=", 1)[1] for opt in opts if opt.startswith("data_root=")), None)
+    if data_root and (Path(data_root) / "dataset.json").is_file():
+        meta = read_class_meta(data_root)
+    else:
+        spec = WORLDS[DEFAULT_WORLD]
+        meta = {"classes": list(spec.class_names), "palette": palette(spec)}
+    return SYNTHETIC_CFG, meta, [opt for opt in opts if opt.startswith("test_cfg.")]

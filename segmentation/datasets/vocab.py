@@ -6,6 +6,7 @@ COCO-Stuff, Cityscapes) give every pixel one of their classes."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,11 @@ def prompted_classes(meta: Mapping[str, Any]) -> list[str]:
 
 
 def parse_vocab(items: Sequence[str]) -> list[str]:
-    """Class names from ``--vocab`` values (each may hold several, comma-separated); blanks and repeats
-    (case-insensitive) dropped, order kept."""
+    """Class names from ``--vocab`` values or the web demo's text box (each may hold several, separated by commas
+    or line breaks); blanks and repeats (case-insensitive) dropped, order kept."""
     names: list[str] = []
     for item in items:
-        for name in (" ".join(part.split()) for part in item.split(",")):
+        for name in (" ".join(part.split()) for part in re.split(r"[,\n]", item)):
             if name and name.lower() not in {n.lower() for n in names}:
                 names.append(name)
     return names
@@ -68,19 +69,20 @@ def preset_vocabulary(dataset: str) -> str:
     return ", ".join(prompted_classes(VOCABULARY_PRESETS[dataset][1]))
 
 
-def resolve_vocabulary(text: str) -> tuple[str, dict[str, list]]:
+def resolve_vocabulary(text: str, presets: Mapping[str, tuple[Path, Mapping[str, Any]]] = VOCABULARY_PRESETS
+                       ) -> tuple[str, dict[str, list]]:
     """The preset whose config (test pipeline, background threshold) and colours to use, and the classes of the
-    comma-separated vocabulary ``text``.
+    vocabulary ``text`` (names separated by commas or line breaks).
 
-    A vocabulary holding the whole class list of a preset keeps that dataset's order and colours (the largest
-    such preset wins); any other is background plus the names, with the VOC config and generated colours.
+    A vocabulary holding the whole class list of one of ``presets`` keeps that dataset's order and colours (the
+    largest such preset wins); any other is background plus the names, with the VOC config and generated colours.
     """
     names = [n for n in parse_vocab([text or ""]) if n.lower() != BACKGROUND]
     if not names:
-        raise UserError("the vocabulary is empty: type class names separated by commas (e.g. 'cup, saucer, "
-                        "spoon') or pick a preset")
+        raise UserError("the vocabulary is empty: type class names separated by commas or one per line (e.g. "
+                        "'cup, saucer, spoon') or pick a preset")
     given = {n.lower() for n in names}
-    for dataset, (_, meta) in sorted(VOCABULARY_PRESETS.items(), key=lambda item: -len(item[1][1]["classes"])):
+    for dataset, (_, meta) in sorted(presets.items(), key=lambda item: -len(item[1][1]["classes"])):
         if {c.lower() for c in prompted_classes(meta)} <= given:
             return dataset, with_vocab(meta, names)
     return "voc", with_vocab(VOCABULARY_PRESETS["voc"][1], names, vocab_only=True)
