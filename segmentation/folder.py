@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from mmengine.dataset import pseudo_collate
@@ -56,12 +55,6 @@ class ImageFiles(Dataset):
         return index, packed, None
 
 
-def one_thread_per_worker(worker_id: int) -> None:
-    """Leave the cores to the encoder: a worker only decodes and resizes."""
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-
-
 @dataclass
 class FolderResult:
     """The images written in this run, those skipped as already done, and the failed ones with their reason."""
@@ -86,8 +79,9 @@ def segment_folder(seg_model: GroupViTSegInference, images: Sequence[ImageInput]
             result.skipped.append(image.name)
         else:
             todo.append(image)
+    # torch runs each worker on one thread; cv2.setNumThreads in a forked worker can hang on the parent's pool
     loader = DataLoader(ImageFiles(todo, seg_model.test_pipeline), batch_size=batch_size, num_workers=workers,
-                        collate_fn=list, worker_init_fn=one_thread_per_worker)
+                        collate_fn=list)
     counts: dict[Path, np.ndarray] = {}
     interrupt.progress.resume = (f"run the same command again: the label maps in {outputs.out_dir} are kept and "
                                  "their images skipped")
