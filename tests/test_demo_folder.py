@@ -16,7 +16,7 @@ from helpers_commands import start
 from PIL import Image
 
 from segmentation.datasets import VOCABULARY_PRESETS
-from segmentation.evaluation import build_segmentor
+from segmentation.evaluation import GroupViTSegInference, build_segmentor
 from segmentation.image_files import list_images, read_image
 from segmentation.inference import segment_image
 from utils.errors import UserError
@@ -28,7 +28,7 @@ demo_seg = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(demo_seg)
 NEAR_TIE = 1e-4  # the golden tests' near tie: a pixel whose two best scores differ by less may flip
 GOOD = {"a.jpg": ("astronaut", (96, 80)), "sub/b.png": ("chelsea", (64, 90)),
-        "sub/deeper/c.jpg": ("coffee", (100, 72))}
+        "sub/deeper/c.jpg": ("coffee", (96, 80))}  # a.jpg and c.jpg: one size, one encoder pass
 
 
 def write_image(path: Path, picture: str, size: tuple[int, int]) -> None:
@@ -71,14 +71,22 @@ def label_maps(out: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def folder_run(photos, tmp_path_factory) -> tuple[Path, int]:
+def folder_run(photos, tmp_path_factory) -> tuple[Path, int, list[int]]:
+    """The photos folder in one batch of 5 (2 fail), read by one worker; the exit code and the encoder's batches."""
     out = tmp_path_factory.mktemp("out")
-    return out, run_folder(str(photos), out, "--workers", "1", "--batch-size", "2")
+    passes, crop_rows = [], GroupViTSegInference.crop_rows
+    GroupViTSegInference.crop_rows = lambda self, crops: passes.append(len(crops)) or crop_rows(self, crops)
+    try:
+        code = run_folder(str(photos), out, "--workers", "1", "--batch-size", "5")
+    finally:
+        GroupViTSegInference.crop_rows = crop_rows
+    return out, code, sorted(passes)
 
 
 def test_folder_writes_maps_tables_and_errors(photos, folder_run):
-    out, code = folder_run
+    out, code, passes = folder_run
     assert code == 1  # two images failed
+    assert passes == [1, 2]  # a.jpg and sub/deeper/c.jpg through the encoder together
     maps = label_maps(out)
     assert set(maps) == {str(Path(name).with_suffix(".png")) for name in GOOD}
     for name, (_, (width, height)) in GOOD.items():
@@ -107,7 +115,7 @@ def test_folder_writes_maps_tables_and_errors(photos, folder_run):
 
 def test_label_maps_equal_the_one_image_path(photos, folder_run, tiny_model):
     """Batched through the encoder with other images, each map is the one-image path's (outside near ties)."""
-    out, _ = folder_run
+    out, _, _ = folder_run
     dataset_cfg, meta = VOCABULARY_PRESETS["voc"]
     seg_model = build_segmentor(tiny_model, meta, dataset_cfg, opts=["test_cfg.mode=whole"])
     for name in GOOD:
@@ -121,7 +129,7 @@ def test_label_maps_equal_the_one_image_path(photos, folder_run, tiny_model):
 
 
 def test_glob_and_list_file_name_the_same_images(photos, folder_run, tmp_path):
-    out, _ = folder_run
+    out, _, _ = folder_run
     listing = tmp_path / "list.txt"
     listing.write_text(f"{photos / 'sub' / 'b.png'}\n\n# a comment\n{photos / 'sub' / 'deeper' / 'c.jpg'}\n")
     names = [image.name for image in list_images(str(listing))]
@@ -129,9 +137,11 @@ def test_glob_and_list_file_name_the_same_images(photos, folder_run, tmp_path):
     assert run_folder(str(listing), tmp_path / "list") == 0
     assert len(label_maps(tmp_path / "list")) == 2
 
-    assert run_folder(f"{photos}/**/*.jpg", tmp_path / "glob") == 1  # sub/broken.jpg
+    assert run_folder(f"{photos}/**/*.jpg", tmp_path / "glob", "--vis", "input_pred") == 1  # sub/broken.jpg
     glob_maps = label_maps(tmp_path / "glob")
     assert set(glob_maps) == {"a.png", "sub/deeper/c.png"}
+    pictures = tmp_path / "glob" / "vis_imgs" / "input_pred"
+    assert sorted(p.relative_to(pictures).as_posix() for p in pictures.rglob("*.png")) == ["a.png", "sub/deeper/c.png"]
     assert np.array_equal(glob_maps["a.png"], label_maps(out)["a.png"])
 
 
