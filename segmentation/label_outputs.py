@@ -75,9 +75,11 @@ class LabelOutputs:
             keys = [k for k in self.description if not isinstance(theirs, dict) or theirs.get(k) != self.description[k]]
             raise UserError(f"{self.out_dir} holds another run's label maps ({path} differs in: {', '.join(keys)}): "
                             "choose another --output_dir, or delete that folder to start over")
-        if (self.out_dir / LABELS_DIR).exists():
-            raise UserError(f"{self.out_dir / LABELS_DIR} exists but {path} does not: its label maps are not this "
-                            "run's; choose another --output_dir")
+        theirs = [self.out_dir / name for name in (LABELS_DIR, SHARES_FILE, ERRORS_FILE)]
+        if any(p.exists() for p in theirs):
+            found = next(p for p in theirs if p.exists())
+            raise UserError(f"{found} exists but {path} does not: it is not this command's output; choose another "
+                            "--output_dir")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         lines = (f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in self.description.items())
         write_atomic(path, "{\n" + ",\n".join(lines) + "\n}\n")  # one line per key

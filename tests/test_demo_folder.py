@@ -166,6 +166,12 @@ def test_rerun_skips_done_images_and_refuses_other_classes(photos, tmp_path, cap
         run_folder(str(listing), out, "--vocab", "cup", "--vocab-only")
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "shares.csv").write_text("the user's own table\n")
+    with pytest.raises(UserError, match="shares.csv exists but .*classes.json does not"):
+        run_folder(str(listing), tmp_path / "mine")
+    assert (tmp_path / "mine" / "shares.csv").read_text() == "the user's own table\n"
+
 
 def test_bad_inputs_are_one_line(tmp_path):
     with pytest.raises(UserError, match="no images found in"):
