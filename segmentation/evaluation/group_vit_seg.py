@@ -168,8 +168,9 @@ def label_map(values: Tensor, labels: Tensor, num_labels: int) -> Tensor:
         undecided |= (best < NEAR_TIE) & (best != 0)
     pixels = undecided.flatten().nonzero()[:, 0]  # [P]
     if len(pixels):
-        # padded with copies to whole vectors: the softmax kernels' vectorised path, as most pixels of a full map
-        padded = torch.cat([pixels, pixels[:1].expand((-len(pixels)) % 16)])
+        # padded with copies to whole vector blocks: the softmax kernels' vectorised path, as most pixels of a full
+        # map take (AVX512 kernels step 32 floats at a time; 64 covers every CPU capability)
+        padded = torch.cat([pixels, pixels[:1].expand((-len(pixels)) % 64)])
         dense = values.new_zeros((num_labels, len(padded)))
         dense[labels] = values.flatten(1)[:, padded]
         label.view(-1)[pixels] = dense.softmax(dim=0).max(dim=0).indices[:len(pixels)]
