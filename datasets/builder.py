@@ -391,8 +391,6 @@ def _seed_worker(worker_id: int) -> None:
 def loader_workers(num_workers: int) -> int:
     """``data.num_workers``, or for -1 the process's share of this machine's cores: the cores it may use, divided by
     the processes on the node (torchrun's ``LOCAL_WORLD_SIZE``), less one for the process itself (at least 1)."""
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < -1:
-        raise UserError(f"data.num_workers must be a whole number >= 0, or -1 (from the cores), not {num_workers!r}")
     if num_workers >= 0:
         return num_workers
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -410,10 +408,6 @@ def _dataloader(stream: ShardStream, batch_size: int, partial: bool, data_cfg: D
 def build_train_loader(data_cfg: DictConfig, rank: int = 0, world_size: int = 1,
                        pin_memory: bool = False) -> EpochLoader:
     """The image-caption loader, in epochs; batches {'image': [B,3,H,W], 'text': [B,(1+M,)77]}."""
-    max_bad_fraction = data_cfg.max_bad_fraction
-    if isinstance(max_bad_fraction, bool) or not isinstance(max_bad_fraction, int | float) or \
-            not 0 <= max_bad_fraction <= 1:
-        raise UserError(f"data.max_bad_fraction must be a number between 0 and 1, not {max_bad_fraction!r}")
     shards = expand_shards(data_cfg, data_cfg.dataset.train, "img_txt_pair")
     if not shards:
         raise UserError("data.dataset.train names no dataset")
@@ -434,7 +428,7 @@ def build_train_loader(data_cfg: DictConfig, rank: int = 0, world_size: int = 1,
                         "negative of itself in the contrastive loss; lower data.batch_size")
     iters_per_epoch = total // (data_cfg.batch_size * world_size)
     loader = _dataloader(stream, data_cfg.batch_size, False, data_cfg, pin_memory, ReportSkips(stream.handler))
-    return EpochLoader(loader, iters_per_epoch, max_bad_fraction)
+    return EpochLoader(loader, iters_per_epoch, data_cfg.max_bad_fraction)
 
 
 def build_val_loader(data_cfg: DictConfig, rank: int = 0, world_size: int = 1, pin_memory: bool = False,

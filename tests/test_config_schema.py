@@ -1,6 +1,6 @@
-"""The config schema (utils/config_schema.py): every value is checked against its declared type and range where it
-is read (its YAML file, a _base_ file, --opts, a CLI shortcut, the finished config), in one line naming key and
-source."""
+"""The config schema (utils/config_schema.py): each key declared once (default, type and range), configs/default.yml
+written from it, and every value checked against its declared type and range where it is read (its YAML file, a _base_
+file, --opts, a CLI shortcut, the finished config), in one line naming key and source."""
 
 from __future__ import annotations
 
@@ -8,22 +8,29 @@ import argparse
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
+from training import evaluate, train
 from utils.config import all_keys, get_config, load_config
-from utils.config_schema import SCHEMA
+from utils.config_schema import SCHEMA, default_config_text
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 YFCC = ROOT / "configs" / "group_vit_gcc_yfcc_30e.yml"
 
 
-def args(cfg: Path, opts=None, **kw) -> argparse.Namespace:
-    return argparse.Namespace(cfg=str(cfg), opts=opts, output="out", **kw)
+def args(cfg: Path, opts=None, output="out", **kw) -> argparse.Namespace:
+    return argparse.Namespace(cfg=str(cfg), opts=opts, output=output, **kw)
 
 
-def test_every_default_key_has_a_rule():
-    """A key added to configs/default.yml (or a released config) must declare its type and range."""
+def test_default_yml_is_written_from_the_key_table():
+    """A key is added to utils/config_schema.py's KEYS; tools/write_default_config.py writes configs/default.yml."""
+    assert (ROOT / "configs" / "default.yml").read_text() == default_config_text()
+
+
+def test_every_released_key_has_a_rule():
+    """A key a released config sets must be declared with its type and range."""
     for path in sorted((ROOT / "configs").glob("*.yml")):
         cfg = load_config(path)
         leaves = [k for k in all_keys(cfg) if not k.startswith(("data.dataset.meta.", "_base_"))
@@ -99,6 +106,27 @@ def test_resolved_values_and_cross_key_rules(tmp_path):
     cfg = write(tmp_path, "exp.yml", f"_base_: {YFCC}\nmodel:\n  img_encoder:\n    patch_size: 32\n    img_size: 24\n")
     with pytest.raises(UserError, match=r"'model\.img_encoder\.img_size' in the config of .*/exp\.yml: 24 is smaller"):
         get_config(args(cfg, opts=["data.img_aug.img_size=32"]))
+
+
+@pytest.mark.parametrize(("key", "value", "rule"), [
+    ("train.max_nonfinite_steps", -1, "a whole number >= 0"),
+    ("train.accumulation_steps", 2.5, "a whole number >= 0"),
+    ("checkpoint.save_steps", -3, "a whole number >= 0"),
+    ("data.num_workers", -2, "a whole number >= -1"),
+    ("data.max_bad_fraction", 1.5, "a number >= 0 and <= 1"),
+    ("train.amp", "half", "one of auto, fp32, fp16, bf16"),
+    ("train.optimizer.name", "sgd", "one of adamw"),
+])
+@pytest.mark.parametrize("verb", [train, evaluate])
+def test_the_engine_checks_a_config_not_built_by_get_config(tmp_path, verb, key, value, rule):
+    """train(cfg) and evaluate(cfg) refuse, by the schema's rule, a bad value set after get_config, before they touch
+    the output folder."""
+    cfg = get_config(args(YFCC, output=str(tmp_path / "run")))
+    OmegaConf.set_readonly(cfg, False)
+    OmegaConf.update(cfg, key, value)
+    with pytest.raises(UserError, match=f"^bad value for config key '{key}' in the run config: expected {rule}, got "):
+        verb(cfg, device=torch.device("cpu"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_empty_and_partial_config_files(tmp_path):

@@ -79,14 +79,6 @@ def test_lr_at_each_iteration_equals_spec(epochs, warmup_epochs, iters):
     assert used[-1][0] == pytest.approx(1e-5)
 
 
-def test_unsupported_schedule_and_optimizer():
-    train = OmegaConf.create({"lr_scheduler": {"name": "step"}, "optimizer": {"name": "sgd"}})
-    with pytest.raises(UserError, match="only 'cosine'"):
-        build_scheduler(train, torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1), 10)
-    with pytest.raises(UserError, match="only 'adamw'"):
-        build_optimizer(train, torch.nn.Linear(1, 1))
-
-
 @pytest.mark.parametrize("batch, world, accumulation, factor", [
     (256, 16, 0, 1.0), (2, 1, 0, 2 / 4096), (64, 8, 0, 512 / 4096), (32, 2, 4, 4 * 64 / 4096), (32, 2, 1, 64 / 4096),
 ])
@@ -121,8 +113,6 @@ def test_precision_choice(amp, level, device, name, dtype, scaler):
 def test_precision_errors():
     with pytest.raises(UserError, match="fp16 needs CUDA"):
         resolve_precision(OmegaConf.create({"amp": "fp16", "amp_opt_level": "O1"}), torch.device("cpu"))
-    with pytest.raises(UserError, match="train.amp must be one of"):
-        resolve_precision(OmegaConf.create({"amp": "half", "amp_opt_level": "O1"}), torch.device("cpu"))
 
 
 def test_bf16_autocast_on_cpu():

@@ -31,6 +31,7 @@ from training.step import NonFiniteGuard, check_model, compile_forward
 from utils import interrupt
 from utils.checkpoint import auto_resume_helper, load_checkpoint, remove_partial_saves
 from utils.cli import make_output_dir
+from utils.config_schema import check_config
 from utils.distributed import get_rank, get_world_size, init_distributed
 from utils.errors import UserError
 from utils.logger import get_logger
@@ -47,14 +48,6 @@ def scaled_train_config(cfg: DictConfig, world_size: int) -> DictConfig:
     factor = cfg.data.batch_size * world_size * max(1, cfg.train.accumulation_steps) / 4096.0
     scaled = {key: cfg.train[key] * factor for key in ("base_lr", "warmup_lr", "min_lr")}
     return OmegaConf.merge(cfg.train, scaled)
-
-
-def check_counts(cfg: DictConfig) -> None:
-    """``train.accumulation_steps`` and ``checkpoint.save_steps`` are whole numbers >= 0."""
-    for key, value in (("train.accumulation_steps", cfg.train.accumulation_steps),
-                       ("checkpoint.save_steps", cfg.checkpoint.save_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise UserError(f"{key} must be a whole number >= 0, not {value!r}")
 
 
 def start_run(cfg: DictConfig, device: torch.device | None, logger: logging.Logger | None,
@@ -76,6 +69,7 @@ def evaluate(cfg: DictConfig, device: torch.device | None = None,
     """Zero-shot ImageNet top-1/top-5 of the checkpoint ``checkpoint.resume`` (or the output folder's newest);
     no training shard is needed. Writes ``config.yml`` after the evaluation, unless the folder has one (a training
     run's, which stays as it was)."""
+    check_config(cfg, "the run config")  # it may not come from get_config
     device = device or init_distributed()
     with hold_run_lock(cfg.output, device):
         device, logger = start_run(cfg, device, logger)
@@ -103,7 +97,6 @@ def build_run(cfg: DictConfig, device: torch.device, logger: logging.Logger) -> 
     """Loaders, model (DDP with several processes), optimizer, schedule, grad scaler; resumed from
     ``checkpoint.resume`` or, with ``checkpoint.auto_resume``, from the output folder's newest checkpoint."""
     rank, world_size = get_rank(), get_world_size()
-    check_counts(cfg)
     check_not_another_run(cfg)
     guard = NonFiniteGuard(cfg.train.max_nonfinite_steps)
     pin = cfg.data.pin_memory and device.type == "cuda"
@@ -165,6 +158,7 @@ def train(cfg: DictConfig, device: torch.device | None = None, logger: logging.L
     """Pretrain as ``cfg`` says (a run config as ``utils.config.get_config`` makes it: ``output`` set); returns the
     history (per-iteration losses, per-epoch metrics, best metrics). ``device``: default the process's (CUDA when
     visible, joining torchrun's process group); ``logger``: default ``<output>/log.txt`` and the console."""
+    check_config(cfg, "the run config")  # it may not come from get_config
     device = device or init_distributed()
     with hold_run_lock(cfg.output, device):  # one run per output folder
         interrupt.now_doing("setting up the run (data loaders, model, optimizer)")

@@ -14,14 +14,9 @@ import torch
 from omegaconf import DictConfig
 from timm.scheduler import CosineLRScheduler
 
-from utils.errors import UserError
-
 
 def build_scheduler(train_cfg: DictConfig, optimizer: torch.optim.Optimizer, iters_per_epoch: int) -> CosineLRScheduler:
     """The per-iteration cosine schedule (learning rates in ``train_cfg`` are already scaled)."""
-    name = train_cfg.lr_scheduler.name
-    if name != "cosine":
-        raise UserError(f"train.lr_scheduler.name: only 'cosine' is supported, not {name!r}")
     return CosineLRScheduler(
         optimizer,
         t_initial=train_cfg.epochs * iters_per_epoch,

@@ -6,8 +6,6 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from utils.errors import UserError
-
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """[decay group, no-decay group]: 1-D tensors and '.bias' names get no weight decay, everything else does.
@@ -32,9 +30,6 @@ def fused_supported(model: nn.Module) -> bool:
 def build_optimizer(train_cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     """AdamW at ``train.base_lr`` (already scaled to the global batch) with ``train.weight_decay``; the fused
     implementation where it is supported (same update rule; build after moving the model to its device)."""
-    name = train_cfg.optimizer.name
-    if name != "adamw":
-        raise UserError(f"train.optimizer.name: only 'adamw' is supported, not {name!r}")
     return torch.optim.AdamW(param_groups(model, train_cfg.weight_decay), lr=train_cfg.base_lr,
                              betas=tuple(train_cfg.optimizer.betas), eps=train_cfg.optimizer.eps,
                              weight_decay=train_cfg.weight_decay, fused=fused_supported(model) or None)
