@@ -25,7 +25,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from utils.cli import add_debug_flag, run_cli  # noqa: E402
-from utils.errors import UserError  # noqa: E402
+from utils.errors import UserError, one_line  # noqa: E402
 
 SPLITS = ("train2017", "val2017")
 FULL_COUNT = 123_287  # train2017 + val2017 label maps of COCO-Stuff-164k
@@ -46,7 +46,7 @@ def convert_file(src: Path, dst_dir: Path) -> Path:
     try:
         label = np.array(Image.open(src))
     except OSError as e:  # PIL's UnidentifiedImageError included
-        raise UserError(f"cannot read {src} as a label map: {' '.join(str(e).split())}") from None
+        raise UserError(f"cannot read {src} as a label map: {one_line(e)}") from None
     if label.ndim != 2:
         raise UserError(f"{src} is not a single-channel label map (shape {label.shape})")
     dst = dst_dir / f"{src.stem}_instanceTrainIds.png"

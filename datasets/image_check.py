@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from PIL import Image
 
-from utils.errors import UserError
+from utils.errors import UserError, one_line
 
 MAX_PIXELS = 100_000_000  # larger images are refused before decoding
 FORMATS_HINT = "a JPEG, PNG, WebP, BMP or TIFF file"
@@ -86,7 +86,7 @@ def check_image(data: bytes, name: str | Path, max_pixels: int = MAX_PIXELS) -> 
                 image.draft(image.mode, (max(1, size.width // 8), max(1, size.height // 8)))
             image.load()
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-        reason = " ".join(str(e).split()) or type(e).__name__
+        reason = one_line(e)
         raise BadImage(f"{name} is a truncated or corrupt {image.format} image ({reason})") from None
     finally:
         image.close()

@@ -32,9 +32,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from utils.errors import UserError
+from utils.errors import UserError, one_line
 from utils.overwrite import refuse_to_overwrite, replacing
+from utils.safe_unpickle import load_weights_only
 
+from .builder import build_model
 from .group_vit import GroupViT
 from .multi_label_contrastive import MultiLabelContrastive
 from .transformer import TextTransformer
@@ -309,11 +311,6 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar")
 
 
-def _one_line(error: Exception, limit: int = 200) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def is_hf_folder(path: str | os.PathLike) -> bool:
     return Path(path).is_dir() and (Path(path) / "config.json").is_file()
 
@@ -344,7 +341,7 @@ def hub_folder(repo_id: str) -> Path:
                 continue
     except Exception as e:  # offline without a cached copy, unknown repository, network errors, ...
         raise UserError(f"checkpoint {repo_id!r} is no local file or folder, and loading it from the Hugging Face "
-                        f"Hub failed ({type(e).__name__}: {_one_line(e)})") from None
+                        f"Hub failed ({type(e).__name__}: {one_line(e, limit=200)})") from None
     return folder
 
 
@@ -356,21 +353,19 @@ def read_hf_config(folder: str | os.PathLike) -> GroupViTConfig:
     try:
         model_type = json.loads(path.read_text()).get("model_type")
     except (OSError, ValueError, AttributeError) as e:
-        raise UserError(f"{path} is not a readable JSON config ({_one_line(e)})") from None
+        raise UserError(f"{path} is not a readable JSON config ({one_line(e, limit=200)})") from None
     if model_type != "groupvit":
         raise UserError(f"{path} describes a {model_type!r} model, not a GroupViT (model_type 'groupvit')")
     try:
         return GroupViTConfig.from_pretrained(folder, local_files_only=True)
     except Exception as e:  # transformers validates the values (types, ranges) with several error types
-        raise UserError(f"{path} is not a valid GroupViT config ({_one_line(e)})") from None
+        raise UserError(f"{path} is not a valid GroupViT config ({one_line(e, limit=200)})") from None
 
 
 def read_hf_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The state dict in model.safetensors (else pytorch_model.bin, read with the weights-only unpickler)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from utils.checkpoint import load_checkpoint
 
     folder = Path(folder)
     path = next((folder / name for name in HF_WEIGHTS if (folder / name).is_file()), None)
@@ -380,8 +375,11 @@ def read_hf_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             return load_file(path)
         except (SafetensorError, OSError) as e:
-            raise UserError(f"could not read {path} ({_one_line(e)})") from None
-    return dict(load_checkpoint(path)["model"])
+            raise UserError(f"could not read {path} ({one_line(e, limit=200)})") from None
+    state = load_weights_only(str(path))
+    if not isinstance(state, Mapping):
+        raise UserError(f"{path} holds a {type(state).__name__}, not a state dict")
+    return dict(state)
 
 
 def _meta_hf_model(config: GroupViTConfig) -> GroupViTModel:
@@ -513,12 +511,8 @@ def save_hf_folder(state: Mapping[str, torch.Tensor], model_cfg: Mapping[str, An
 
 def from_transformers(hf_model: GroupViTModel) -> MultiLabelContrastive:
     """Our model (eval mode, on hf_model's device) with the weights of a transformers GroupViTModel."""
-    from utils.checkpoint import load_model_state
-
-    from .builder import build_model
-
     extra = _multi_label_loss(hf_model.config)
     model = build_model(model_cfg_from_hf_config(hf_model.config, multi_label=int(extra.get("multi_label", 0))))
     state = hf_to_reference(hf_model.state_dict(), multi_label_logit_scale=extra.get("logit_scale"))
-    load_model_state(model, state, strict=True)
+    model.load_state_dict(state)  # strict: every key of our model, each shape
     return model.to(next(hf_model.parameters()).device).eval()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from utils import interrupt
-from utils.errors import UserError
+from utils.errors import UserError, one_line
 
 if TYPE_CHECKING:
     import torch
@@ -21,30 +20,6 @@ if TYPE_CHECKING:
 EXIT_USER_ERROR = 2
 # Problems with the user's files and folders (a missing input, an output that is a file or not writable).
 _FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
-_WORKER_ERROR = re.compile(r"Caught (\w+) in DataLoader worker process \d+\.\nOriginal Traceback")
-
-
-def _original_message(text: str) -> str:
-    """The message of an error that a DataLoader worker raised: torch raises it again in the main process with the
-    worker's traceback as its message ('Caught UserError in DataLoader worker process 0. Original Traceback ...')."""
-    caught = _WORKER_ERROR.match(text)
-    if caught is None:
-        return text
-    original = re.search(rf"^(?:[\w.]+\.)?{caught[1]}: (.*)\Z", text, re.MULTILINE | re.DOTALL)
-    return original[1] if original else text
-
-
-def _one_line(error: Exception) -> str:
-    """The message on one line: a multi-line report's lines joined with '; ' (after a heading's ':', a space)."""
-    if isinstance(error, OSError) and error.filename is not None and error.strerror:
-        return f"{error.filename}: {error.strerror}"  # e.g. "out/log.txt: Permission denied"
-    text = ""
-    for line in (" ".join(line.split()) for line in _original_message(str(error)).splitlines()):
-        if line:
-            text += ("" if not text else " " if text.endswith(":") else "; ") + line
-    return text or type(error).__name__
-
-
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     """``--debug``: full tracebacks instead of one-line errors (:func:`run_cli` reads it from ``sys.argv``)."""
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -70,7 +45,7 @@ def run_cli(main: Callable[[], object], debug: bool | None = None) -> None:
                 interrupt.exit_stopped(e, signum)
             if debug or not isinstance(e, (UserError, *_FILE_ERRORS)):
                 raise
-            print(f"error: {_one_line(e)}", file=sys.stderr)
+            print(f"error: {one_line(e)}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
 
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from utils.config_schema import check_config, check_file_values, check_value
-from utils.errors import UserError
+from utils.errors import UserError, one_line
 
 __all__ = ["all_keys", "apply_opts", "cfg_to_dict", "get_config", "load_config", "parse_opts"]
 
@@ -46,11 +46,6 @@ _KEY_ASSIGNMENT = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*=")
 _RUN_SUFFIX = re.compile(r"_bs\d+x\d+$")  # what get_config appends to model_name
 
 
-def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
-
-
 # --------------------------------------------------------------------------------------------- loading
 
 
@@ -69,9 +64,9 @@ def _load(path: Path, chain: tuple[Path, ...], referrer: Path | None) -> DictCon
     try:
         cfg = OmegaConf.load(path)
     except yaml.YAMLError as e:
-        raise UserError(f"cannot parse config {path}: {' '.join(str(e).split())}") from e
+        raise UserError(f"cannot parse config {path}: {one_line(e)}") from e
     except OmegaConfBaseException as e:
-        raise UserError(f"cannot parse config {path}: {_first_line(e)}") from e
+        raise UserError(f"cannot parse config {path}: {one_line(e)}") from e
     if not isinstance(cfg, DictConfig):
         raise UserError(f"config {path} must be a mapping at the top level")
     if not cfg.keys():
@@ -187,7 +182,7 @@ def apply_opts(cfg: DictConfig, opts: Sequence[str] | None) -> DictConfig:
         try:
             override = OmegaConf.from_dotlist([f"{key}={text}"])
         except (OmegaConfBaseException, yaml.YAMLError) as e:
-            raise UserError(f"cannot parse --opts item '{item}': {' '.join(str(e).split())}") from e
+            raise UserError(f"cannot parse --opts item '{item}': {one_line(e)}") from e
         _check_kind(key, node, _lookup(override, key), text)
         check_file_values(override, f"--opts item '{item}'")
         try:
@@ -195,7 +190,7 @@ def apply_opts(cfg: DictConfig, opts: Sequence[str] | None) -> DictConfig:
         except ConfigKeyError as e:  # an unknown key inside a mapping value, e.g. train={base_lrr: 1}
             raise _unknown_key(cfg, e.full_key or key) from e
         except OmegaConfBaseException as e:
-            raise UserError(f"wrong value for config key '{e.full_key or key}': {_first_line(e)}") from e
+            raise UserError(f"wrong value for config key '{e.full_key or key}': {one_line(e)}") from e
     return cfg
 
 

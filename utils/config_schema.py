@@ -24,7 +24,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from utils.errors import UserError
+from utils.errors import UserError, one_line
 
 DEFAULT_PATCH_SIZE = 16  # GroupViT's patch_size when model.img_encoder does not set it
 
@@ -339,7 +339,7 @@ def check_config(cfg: DictConfig, where: str) -> None:
         try:
             value = OmegaConf.select(cfg, key, throw_on_missing=False)
         except OmegaConfBaseException as e:
-            raise UserError(f"cannot resolve config key '{key}' in {where}: {' '.join(str(e).split()[:30])}") from e
+            raise UserError(f"cannot resolve config key '{key}' in {where}: {one_line(e, limit=200)}") from e
         check_value(key, OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig)
                     else value, where)
     for check in CROSS_CHECKS:

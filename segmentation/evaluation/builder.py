@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from datasets import Tokenize, build_dataset_class_tokens
 from models import MultiLabelContrastive
 from utils.config import parse_opts
-from utils.errors import UserError
+from utils.errors import UserError, one_line
 
 from ..datasets.palette import distinct_colors
 from ..image_files import LoadCheckedAnnotations, LoadCheckedImageFromFile
@@ -51,7 +51,7 @@ def load_seg_config(path: str | Path, opts: Sequence[str] = ()) -> Config:
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise UserError(f"cannot parse evaluate.seg.opts item '{item}': {' '.join(str(e).split())}") from e
+            raise UserError(f"cannot parse evaluate.seg.opts item '{item}': {one_line(e)}") from e
         cfg.merge_from_dict({key: value})
     if cfg.test_cfg.get("mode") not in TEST_MODES:
         raise UserError(f"test_cfg.mode must be one of {', '.join(TEST_MODES)}, not {cfg.test_cfg.get('mode')!r}")
