@@ -25,7 +25,7 @@ peak for the precision (H100 SXM: 989 TFLOP/s bf16/fp16, 495 TF32, 67 FP32; H100
 Agreement: ``--agreement-steps`` steps eager and the same steps compiled / graphed from the same weights and
 batches (bf16): the largest loss difference.
 Segmentation: VOC-sized 448x597 images (2 windows of 448, stride 224, 21 classes), one image per call: ours in fp32
-and bf16, and the reference-faithful path (benchmarks/naive.py) in fp32.
+and bf16, and the reference segmentor (segmentation/evaluation/reference_segmentor.py) in fp32.
 Real loop: ``main_group_vit.main`` on webdataset shards of JPEG photos (short side 512, as img2dataset writes them)
 for ``--loop-steps`` iterations, loader workers from the cores (data.num_workers=-1) and uint8 images; images/s over
 the iterations after the first ``--warmup`` (time stamps at each batch the loop takes, a device sync at the end).
@@ -54,14 +54,15 @@ from omegaconf import OmegaConf
 from common import (  # isort: skip  (benchmarks/ is not a package; common puts the project on sys.path)
     ROOT, Table, append_results, full_config, machine_description, synchronize, text_batch, time_interleaved)
 from data_speed import write_shards  # noqa: E402
-from naive import ReferenceSegInference, reference_faithful  # noqa: E402
 
 import main_group_vit  # noqa: E402
 from datasets.builder import EpochLoader  # noqa: E402
 from models import build_model  # noqa: E402
+from models.reference_faithful import reference_faithful  # noqa: E402
 from models.transformer import text_lengths  # noqa: E402
 from segmentation.datasets import VOC_CLASSES  # noqa: E402
 from segmentation.evaluation import build_segmentor, load_seg_config  # noqa: E402
+from segmentation.evaluation.reference_segmentor import ReferenceSegInference  # noqa: E402
 from training.graphs import GraphedStep  # noqa: E402
 from training.precision import resolve_precision  # noqa: E402
 from training.step import compile_forward, train_step  # noqa: E402

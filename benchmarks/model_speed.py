@@ -7,8 +7,8 @@ vs transformers.
 
 What is compared, on the same weights and inputs, interleaved:
 - ours: the library model;
-- naive: the same model with the reference-faithful computations of benchmarks/naive.py (explicit attention, all
-  77 text positions, one text pass, Conv1d projectors);
+- naive: the same model with the reference-faithful computations of models/reference_faithful.py (explicit
+  attention, all 77 text positions, one text pass, Conv1d projectors);
 - hf: transformers' ``GroupViTModel`` built by ``hf_config_from_model_cfg`` with our weights converted by
   ``reference_to_hf`` (same sizes, same values);
 - ours+compile (``--compile``): ours after ``compile_towers()``.
@@ -38,10 +38,9 @@ from omegaconf import OmegaConf
 from common import (  # isort: skip  (benchmarks/ is not a package; common puts the project on sys.path)
     BASIS_NOTE, Table, append_results, autocast, bf16_supported, default_cfgs, full_config, machine_description,
     peak_memory_mib, set_threads, text_batch, time_interleaved, timing_basis)
-from naive import reference_faithful  # noqa: E402
-
 from models import build_model  # noqa: E402
 from models.hf_convert import hf_config_from_model_cfg, reference_to_hf  # noqa: E402
+from models.reference_faithful import reference_faithful  # noqa: E402
 from training.precision import resolve_precision  # noqa: E402
 from training.step import train_step  # noqa: E402
 from utils.optimizer import build_optimizer  # noqa: E402

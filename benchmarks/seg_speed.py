@@ -10,9 +10,9 @@ VOC size), 448x597 (portrait) and 672x448 (500x333), normalised random pixels, s
 runs; the time covers ``predict`` (windows, averaging, resize to the original size, label map).
 
 Variants, all on the same model and inputs, interleaved:
-- reference: the reference-faithful path (benchmarks/naive.py): mmseg's one-window-at-a-time slide_inference, the
-  image encoder twice per window, every stage's attention map resized, the reference's explicit attention and
-  Conv1d projectors;
+- reference: the reference segmentor (segmentation/evaluation/reference_segmentor.py): mmseg's one-window-at-a-time
+  slide_inference, the image encoder twice per window, every stage's attention map resized, the reference's explicit
+  attention and Conv1d projectors;
 - reference-segmentor: the same segmentor structure on our current encoder (isolates the segmentor's share);
 - ours: the library segmentor as ``evaluate_seg`` runs it (all windows of an image in one encoder batch, one pass
   per window, only the final group map resized, pixel-level work only in the channels some group scores, labels
@@ -39,11 +39,12 @@ import torch
 from common import (  # isort: skip  (benchmarks/ is not a package; common puts the project on sys.path)
     BASIS_NOTE, Table, append_results, default_cfgs, machine_description, set_threads, time_interleaved, timing_basis)
 from mmseg.registry import DATASETS  # noqa: E402
-from naive import ReferenceSegInference, reference_faithful  # noqa: E402
 
 from models import build_model  # noqa: E402
+from models.reference_faithful import reference_faithful  # noqa: E402
 from segmentation.datasets import VOC_CLASSES  # noqa: E402
 from segmentation.evaluation import build_segmentor, load_seg_config  # noqa: E402
+from segmentation.evaluation.reference_segmentor import ReferenceSegInference  # noqa: E402
 from segmentation.evaluation.suite import DATASET_CFGS, SUITE  # noqa: E402
 from utils.config import load_config  # noqa: E402
 

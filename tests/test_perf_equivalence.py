@@ -1,4 +1,5 @@
-"""The fast paths compute what the reference-faithful ones compute (benchmarks/naive.py holds the latter).
+"""The fast paths compute what the reference-faithful ones compute (models/reference_faithful.py and
+segmentation/evaluation/reference_segmentor.py hold the latter).
 
 Segmentation: batched sliding windows = mmseg's one-window-at-a-time ``slide_inference`` (same windows, same sums);
 our ``postprocess_result`` = mmseg's resize/flip/padding handling with the reference's label; ``encode_decode`` with one
@@ -18,12 +19,13 @@ from mmseg.models import EncoderDecoder
 from mmseg.models.segmentors.base import BaseSegmentor
 from mmseg.structures import SegDataSample
 
-from benchmarks.naive import ReferenceSegInference, reference_faithful, reference_project
 from models.layers import attention, explicit_attention
 from models.multi_label_contrastive import ProjectMLP
+from models.reference_faithful import reference_faithful, reference_project
 from models.transformer import used_length
 from segmentation.evaluation import build_segmentor, load_seg_config
 from segmentation.evaluation.group_vit_seg import slide_windows
+from segmentation.evaluation.reference_segmentor import ReferenceSegInference
 
 VOC_CFG = "segmentation/configs/_base_/datasets/pascal_voc12.py"
 SIZES = [(448, 592), (592, 448), (448, 448), (300, 500), (200, 300), (449, 900), (900, 460)]
@@ -200,7 +202,7 @@ def test_label_map_decides_a_few_near_ties_as_a_full_map_does():
 
 
 def test_reference_segmentor_predicts_the_reference_way(seg_model, golden):
-    """benchmarks/naive.py's segmentor (what the speed benchmarks compare with) predicts as the reference does: two
+    """The reference segmentor (what the speed benchmarks compare with) predicts as the reference does: two
     encoder passes per window, one window at a time, labels equal to ours."""
     ref = ReferenceSegInference.like(seg_model, load_seg_config(VOC_CFG).data_preprocessor)
     image, meta = golden["inputs"]["img_rect"], dict(ori_shape=(300, 400), img_shape=(448, 592))
