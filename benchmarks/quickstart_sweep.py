@@ -50,11 +50,11 @@ from datasets.synthetic import WORLDS, WorldSpec  # noqa: E402
 from models import build_model  # noqa: E402
 from segmentation.evaluation import build_segmentor, load_seg_config  # noqa: E402
 from segmentation.evaluation.diagnostics import BG_THRESHOLDS, grouping_diagnostics, patch_grid_bound  # noqa: E402
-from training.evaluate import evaluate_cls  # noqa: E402
 from training.precision import FP32, resolve_precision  # noqa: E402
 from training.rng import set_random_seed  # noqa: E402
 from training.run import scaled_train_config  # noqa: E402
 from training.step import train_step  # noqa: E402
+from training.zero_shot_cls import evaluate_cls  # noqa: E402
 from utils.config import apply_opts, load_config  # noqa: E402
 from utils.lr_scheduler import build_scheduler  # noqa: E402
 from utils.optimizer import build_optimizer  # noqa: E402
@@ -163,7 +163,7 @@ def random_resized_crop(x: torch.Tensor, scale: Sequence[float]) -> torch.Tensor
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: dict, seg_cfg, cfg, names: Sequence[str], bg: float | None) -> dict:
+def evaluate_held_out(model: torch.nn.Module, data: dict, seg_cfg, cfg, names: Sequence[str], bg: float | None) -> dict:
     """Every diagnostic on the held-out split; ``bg``: the background threshold (None: the best on ``val``)."""
     model.eval()
     segmentor = build_segmentor(model, list(names), seg_cfg, template=cfg.evaluate.seg.template)
@@ -179,7 +179,7 @@ def evaluate(model: torch.nn.Module, data: dict, seg_cfg, cfg, names: Sequence[s
 
 
 def classify(model: torch.nn.Module, data: dict, cfg, classnames: Sequence[str]) -> float:
-    """Top-1 (%) of the project's one zero-shot classifier (``training.evaluate.evaluate_cls``) on the in-memory
+    """Top-1 (%) of the project's one zero-shot classifier (``training.zero_shot_cls.evaluate_cls``) on the in-memory
     classification set."""
     cls_cfg = OmegaConf.merge(cfg, {"evaluate": {"cls": {"classnames": list(classnames)}}})
     batches = [{"image": normalise(data["cls"][start:start + 250]), "target": data["cls_labels"][start:start + 250]}
@@ -231,7 +231,7 @@ def run_variant(name: str, args: argparse.Namespace, pool: Pool) -> dict:
     scheduler = build_scheduler(train_cfg, optimizer, iters)
     precision = resolve_precision(cfg.train, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
-    history = [{"step": 0, **evaluate(model, data, seg_cfg, cfg, names, args.bg)}]
+    history = [{"step": 0, **evaluate_held_out(model, data, seg_cfg, cfg, names, args.bg)}]
     print(f"  step 0: {history[-1]}", flush=True)
     generator = torch.Generator().manual_seed(cfg.seed)
     train_s, step = 0.0, 0
@@ -247,8 +247,9 @@ def run_variant(name: str, args: argparse.Namespace, pool: Pool) -> dict:
             scheduler.step_update(epoch * iters + idx)
         train_s += time.perf_counter() - tic
         if epoch + 1 in args.eval_epochs or epoch + 1 == cfg.train.epochs:
+            results = evaluate_held_out(model, data, seg_cfg, cfg, names, args.bg)
             history.append({"step": step, "epoch": epoch + 1, "loss": round(losses["total_loss"].item(), 3),
-                            "train_s": round(train_s, 1), **evaluate(model, data, seg_cfg, cfg, names, args.bg)})
+                            "train_s": round(train_s, 1), **results})
             print(f"  epoch {epoch + 1} step {step}: {history[-1]}", flush=True)
     end = history[-1]
     end["mIoU_seed2"] = second_seed(model, data, seg_cfg, cfg, names, end["bg"])

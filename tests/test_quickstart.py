@@ -129,8 +129,8 @@ def test_reported_numbers_are_recomputed(run):
 
     from datasets.builder import build_val_loader
     from segmentation.model_loading import load_eval_model
-    from training.evaluate import evaluate_cls
     from training.precision import FP32
+    from training.zero_shot_cls import evaluate_cls
     from utils.config import load_config
 
     cfg = load_config(results["paths"]["config"])

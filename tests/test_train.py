@@ -187,7 +187,7 @@ def test_classnames_from_config(tmp_path):
     from omegaconf import OmegaConf
 
     from datasets import imagenet_classes
-    from training.evaluate import load_classnames
+    from training.zero_shot_cls import load_classnames
 
     assert load_classnames(OmegaConf.create({"classnames": None})) == list(imagenet_classes)
     assert load_classnames(OmegaConf.create({"classnames": ["dog", "cat"]})) == ["dog", "cat"]

@@ -202,11 +202,11 @@ def evaluate_seg_to(cfg: DictConfig, model: torch.nn.Module, out_dir: Path, logg
 
 
 def evaluate_cls(cfg: DictConfig, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
-    """Zero-shot classification of every image of the cls set in float32 (``training.evaluate.evaluate_cls``, as
+    """Zero-shot classification of every image of the cls set in float32 (``training.zero_shot_cls.evaluate_cls``, as
     training runs it), keeping the class names and each image's target and top-5 predictions."""
     from datasets.builder import build_val_loader
-    from training.evaluate import evaluate_cls
     from training.precision import FP32
+    from training.zero_shot_cls import evaluate_cls
 
     return evaluate_cls(cfg, model, build_val_loader(cfg.data), FP32, device,
                         keep_predictions=True)

@@ -12,7 +12,8 @@
   checkpoints.
 - ``readings``: what each step measured, read from the device once per log line: meters, history, warnings.
 - ``epoch_log``: what an epoch shows: the progress bar and its log lines.
-- ``evaluate``: zero-shot classification (and the optional segmentation check) during training.
+- ``zero_shot_cls``: zero-shot classification (``evaluate_cls``), the one classifier.
+- ``epoch_evaluation``: what a run evaluates at an epoch's end (classification, and segmentation when asked).
 - ``checkpointing``: the training state as a checkpoint, the saves after a step and after an epoch, resuming.
 - ``reporting``: scalars to TensorBoard and Weights & Biases.
 

@@ -21,8 +21,8 @@ from omegaconf import DictConfig
 
 from datasets.builder import DeviceFeeder, DeviceImages
 from training.checkpointing import save_after_epoch, save_after_step
+from training.epoch_evaluation import evaluate_epoch
 from training.epoch_log import EpochLog
-from training.evaluate import evaluate_epoch
 from training.graphs import GraphedStep
 from training.precision import Precision
 from training.readings import StepReadings

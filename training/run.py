@@ -21,13 +21,13 @@ from training.checkpointing import (
     resume_training,
     save_run_config,
 )
-from training.evaluate import evaluate_cls
 from training.loop import build_step, run_epochs
 from training.precision import resolve_precision
 from training.reporting import Reporter
 from training.rng import set_random_seed
 from training.state import History, RunState
 from training.step import NonFiniteGuard, check_model, compile_forward
+from training.zero_shot_cls import evaluate_cls
 from utils import interrupt
 from utils.checkpoint import auto_resume_helper, load_checkpoint, remove_partial_saves
 from utils.cli import make_output_dir

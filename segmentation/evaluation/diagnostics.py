@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .evaluate import iou_metrics, label_areas
 from .group_vit_seg import GroupViTSegInference, chained_assignments, upsample_token_map
+from .miou import iou_metrics, label_areas
 
 BG_THRESHOLDS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 

@@ -23,7 +23,7 @@ from utils.errors import UserError
 from utils.logger import get_logger
 
 from .builder import build_seg_dataset
-from .evaluate import SegResults, evaluate_seg, load_eval_seg_config
+from .miou import SegResults, evaluate_seg, load_eval_seg_config
 
 DATASET_CFGS = Path(__file__).resolve().parents[1] / "configs" / "_base_" / "datasets"
 # name -> dataset config, in the order of the tables of TCL, SCLIP and their successors (with background first)
