@@ -17,7 +17,7 @@ from mmengine import fileio
 from mmseg.datasets.transforms import LoadAnnotations
 
 from datasets.image_check import IMAGE_EXTENSIONS, BadImage, check_image, check_local, read_image_file
-from utils.errors import UserError
+from utils.errors import UserError, one_line
 
 LIST_SUFFIX = ".txt"  # an --input file with this suffix lists image paths, one per line
 GLOB_CHARS = "*?["
@@ -73,7 +73,7 @@ class LoadCheckedAnnotations(LoadAnnotations):
         try:
             super()._load_seg_map(results)
         except Exception as e:  # decoders raise many types
-            raise UserError(f"cannot read {path} as a label map: {' '.join(str(e).split())}") from None
+            raise UserError(f"cannot read {path} as a label map: {one_line(e)}") from None
         label = results["gt_seg_map"]  # [H, W] class indices (uint8); mmseg squeezes a side of 1 away
         if label.ndim == 3:
             raise UserError(f"label map {path} has {label.shape[2]} channels: it must be one channel of class "
