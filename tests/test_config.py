@@ -97,6 +97,7 @@ EXPECTED_DEFAULTS: dict[str, object] = {
     "evaluate.seg.cfg": "segmentation/configs/_base_/datasets/pascal_voc12.py",
     "evaluate.seg.template": "simple",
     "evaluate.seg.opts": [],
+    "evaluate.seg.bg_thresh": None,
     "evaluate.seg.protocol": "groupvit",
     "evaluate.seg.short_side": None,
     "checkpoint.auto_resume": True,
@@ -274,7 +275,7 @@ def test_matches_config_pickled_in_official_checkpoint(tmp_path, monkeypatch):
     mine, theirs = cfg_to_dict(cfg, resolve=False), cfg_to_dict(official, resolve=False)
     ours_only = {"data.text_aug.tagger", "data.max_bad_fraction", "train.amp", "train.max_nonfinite_steps",
                  "evaluate.cls.classnames", "data.uint8_images", "train.text_length_multiple", "train.compile",
-                 "train.cuda_graph", "evaluate.seg.protocol", "evaluate.seg.short_side",
+                 "train.cuda_graph", "evaluate.seg.protocol", "evaluate.seg.short_side", "evaluate.seg.bg_thresh",
                  "model.img_encoder.assign_init_scale",
                  "checkpoint.save_steps"}  # keys this project added
     assert [kv for kv in flatten(mine).items() if kv[0] not in ours_only] == list(flatten(theirs).items())

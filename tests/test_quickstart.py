@@ -176,3 +176,25 @@ def test_shell_entry_point():
     text = script.read_text()
     assert "tools/setup_env.sh" in text and ".venv/bin/python tools/quickstart.py \"$@\"" in text
     subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_threshold_travels_with_the_saved_config(tmp_path):
+    """main_seg.py on the saved config, pointed at another world's folder by its data root alone, keeps the
+    background threshold the run chose (not the dataset config's)."""
+    import main_seg
+    from segmentation.evaluation import load_eval_seg_config, load_seg_config
+
+    args = quickstart.parse_args(["--output", str(tmp_path)])
+    chosen = quickstart.run_config(args, None).evaluate.seg.bg_thresh
+    dataset_default = load_seg_config(quickstart.SEG_CFG).test_cfg.bg_thresh
+    assert chosen is not None and chosen != dataset_default
+    quickstart.save_config(quickstart.run_config(args, None), tmp_path / "quickstart_config.yml")
+    other = tmp_path / "other_world" / "seg"
+    cfg = main_seg.experiment_config(main_seg.parse_args(
+        ["--cfg", str(tmp_path / "quickstart_config.yml"), "--opts", f"evaluate.seg.opts=[data_root={other}]"]))
+    seg_cfg, _ = load_eval_seg_config(cfg.evaluate.seg)
+    assert seg_cfg.data_root == str(other) and seg_cfg.test_cfg.bg_thresh == chosen
+    cfg = main_seg.experiment_config(main_seg.parse_args(  # a threshold named in opts still wins
+        ["--cfg", str(tmp_path / "quickstart_config.yml"), "--opts", "evaluate.seg.opts=[test_cfg.bg_thresh=0.4]"]))
+    assert load_eval_seg_config(cfg.evaluate.seg)[0].test_cfg.bg_thresh == 0.4
+

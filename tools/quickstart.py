@@ -239,10 +239,10 @@ def grouping_report(cfg: DictConfig, model: torch.nn.Module, seg_root: Path) -> 
     image, stage-0 soft max-probability and label agreement, with the world's patch-grid bound beside them."""
     from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-    from segmentation.evaluation import build_segmentor, load_seg_config
+    from segmentation.evaluation import build_segmentor, load_eval_seg_config
     from segmentation.evaluation.diagnostics import grouping_diagnostics, patch_grid_bound
 
-    seg_cfg = load_seg_config(cfg.evaluate.seg.cfg, cfg.evaluate.seg.opts)
+    seg_cfg, _ = load_eval_seg_config(cfg.evaluate.seg)
     classes = (seg_root / "classes.txt").read_text().split()
     segmentor = build_segmentor(model.eval(), classes, seg_cfg, template=cfg.evaluate.seg.template)
     names = (seg_root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
@@ -264,13 +264,13 @@ def grouping_report(cfg: DictConfig, model: torch.nn.Module, seg_root: Path) -> 
 def draw_pictures(cfg: DictConfig, model: torch.nn.Module, seg_root: Path, out_dir: Path, count: int) -> list[Path]:
     """``PICTURE_MODES`` of the first ``count`` held-out images (segmentation/vis.py), upscaled for legibility,
     plus ``overview.png``: one row per image with the input, the ground truth, the prediction and the groups."""
-    from segmentation.evaluation import build_seg_dataset, build_segmentor, load_seg_config
+    from segmentation.evaluation import build_seg_dataset, build_segmentor, load_eval_seg_config
     from segmentation.image_files import read_image
     from segmentation.inference import segment_image
     from segmentation.vis import sample_layers, save_vis
 
     shutil.rmtree(out_dir, ignore_errors=True)
-    seg_cfg = load_seg_config(cfg.evaluate.seg.cfg, cfg.evaluate.seg.opts)
+    seg_cfg, _ = load_eval_seg_config(cfg.evaluate.seg)
     dataset = build_seg_dataset(seg_cfg)
     seg_model = build_segmentor(model.eval(), dataset, seg_cfg, template=cfg.evaluate.seg.template)
     palette = np.asarray(seg_model.palette, np.uint8)

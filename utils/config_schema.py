@@ -224,6 +224,9 @@ KEYS: tuple[Key | Section, ...] = (
     Key("evaluate.seg.template", "simple", STR),
     Key("evaluate.seg.opts", [], Rule("list"), "dotlist overrides of the segmentation config, e.g. "
         "['test_cfg.mode=whole']"),
+    Key("evaluate.seg.bg_thresh", None, _num(0, 1, nullable=True), "ours: the background threshold (null: the "
+        "segmentation config's test_cfg.bg_thresh); set before opts, so replacing opts keeps it and "
+        "test_cfg.bg_thresh in opts wins"),
     Key("evaluate.seg.protocol", "groupvit", STR, "groupvit: the config as it is (the reference's); sclip: short side "
         "336, slide 224/112, the 80 ImageNet templates (segmentation/evaluation/protocols.py)"),
     Key("evaluate.seg.short_side", None, _int(1, nullable=True), "test resolution: the short side in pixels (null: "

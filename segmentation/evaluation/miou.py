@@ -110,9 +110,11 @@ def _sample_name(sample) -> str:
 
 
 def load_eval_seg_config(seg: DictConfig) -> tuple[Config, str]:
-    """The dataset config of ``cfg.evaluate.seg`` (``cfg``, ``opts``) under its ``protocol`` and ``short_side``,
-    and the prompt template set to use."""
-    seg_cfg = load_seg_config(seg.cfg, seg.opts)
+    """The dataset config of ``cfg.evaluate.seg`` (``cfg``, ``bg_thresh``, ``opts``) under its ``protocol`` and
+    ``short_side``, and the prompt template set to use. ``bg_thresh`` is its own key so that a run's chosen
+    threshold survives an ``opts`` that only points at another data root."""
+    bg_thresh = seg.get("bg_thresh")
+    seg_cfg = load_seg_config(seg.cfg, [*([] if bg_thresh is None else [f"test_cfg.bg_thresh={bg_thresh}"]), *seg.opts])
     return apply_protocol(seg_cfg, seg.get("protocol", "groupvit"), seg.get("short_side"), seg.template)
 
 
