@@ -9,6 +9,7 @@ the project's own evaluate_cls must reproduce), and the curves from the TensorBo
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -198,3 +199,56 @@ def test_threshold_travels_with_the_saved_config(tmp_path):
         ["--cfg", str(tmp_path / "quickstart_config.yml"), "--opts", "evaluate.seg.opts=[test_cfg.bg_thresh=0.4]"]))
     assert load_eval_seg_config(cfg.evaluate.seg)[0].test_cfg.bg_thresh == 0.4
 
+
+def earlier_run(out: Path) -> dict[Path, bytes]:
+    """An output folder holding what a run leaves there (a checkpoint, results); its files and their bytes."""
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "checkpoint.pth").write_bytes(b"weights")
+    (out / "quickstart_results.json").write_text("{}")
+    return {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def test_an_earlier_run_is_refused_and_kept(tmp_path):
+    out, data = tmp_path / "out", tmp_path / "data"
+    files = earlier_run(out)
+    with pytest.raises(quickstart.UserError, match="holds an earlier run.*--resume .*checkpoint.pth.*--overwrite"):
+        quickstart.main([*ARGS, "--output", str(out), "--data-dir", str(data)])
+    assert {p: p.read_bytes() for p in files} == files and not data.exists()
+
+
+def test_overwrite_removes_only_the_earlier_run(tmp_path):
+    out = tmp_path / "out"
+    earlier_run(out)
+    (out / "notes.txt").write_text("mine")
+    args = quickstart.parse_args(["--output", str(out), "--overwrite"])
+    quickstart.claim_output(args)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_a_folder_in_use_is_refused(tmp_path):
+    from utils.run_lock import acquire, release
+
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = acquire(out)  # another run holds the folder
+    try:
+        with pytest.raises(quickstart.UserError, match="another run is using the output folder"):
+            quickstart.main([*ARGS, "--output", str(out), "--data-dir", str(tmp_path / "data")])
+    finally:
+        release(lock)
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.slow
+def test_resume_continues_an_earlier_run(run, tmp_path):
+    """--resume with the checkpoint an interrupted run names trains on from it, in the same folder."""
+    _, out, data, _ = run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("run.lock"))
+    checkpoint = copy / "train" / "checkpoint.pth"
+    results = quickstart.main([*ARGS, "--epochs", "2", "--pictures", "0", "--output", str(copy),
+                               "--data-dir", str(data), "--resume", str(checkpoint), *OPTS])
+    curves = json.loads(Path(results["paths"]["curves_data"]).read_text())
+    assert [epoch for epoch, _ in curves["metrics"]["mIoU"]] == [0, 2]  # untrained, then only the second epoch
+    assert [step for step, _ in curves["loss"]["total_loss"]] == [3, 4, 5]
+    assert "resum" in (copy / "train" / "log.txt").read_text()

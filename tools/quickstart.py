@@ -13,7 +13,9 @@ classification set, write pictures (segmentation/vis.py) and a loss/mIoU curve, 
 Everything goes to ``--output`` (default output/quickstart): ``quickstart_results.json`` (every number, every
 path), ``quickstart_config.yml`` (the run's config), ``train/`` (checkpoint, log.txt, TensorBoard),
 ``predictions/{trained,untrained}/*.png`` (label maps, pixel = class index), ``cls_predictions.json``,
-``pictures/`` and ``curves.png``.
+``pictures/`` and ``curves.png``. One run at a time per ``--output`` (its run lock); an earlier run there is
+refused unless ``--resume CHECKPOINT`` continues it (the command an interrupted run prints) or ``--overwrite``
+replaces it.
 """
 
 from __future__ import annotations
@@ -45,11 +47,15 @@ from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.config import apply_opts, get_config, load_config  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.logger import get_logger  # noqa: E402
+from utils.run_lock import hold_run_lock  # noqa: E402
 
 DEFAULT_CFG = ROOT / "configs" / "quickstart.yml"
 SEG_CFG = ROOT / "segmentation" / "configs" / "_base_" / "datasets" / "synthetic.py"
 PICTURE_MODES = ("input_pred_label", "final_group")
 PICTURE_SIDE = 256  # pictures are upscaled (nearest) to at least this many pixels, so the class names fit
+# What a run writes into --output (beside log.txt, which every run appends to, and the run lock).
+RUN_FILES = ("train", "predictions", "pictures", "quickstart_config.yml", "quickstart_results.json",
+             "cls_predictions.json", "curves.json", "curves.png")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -72,12 +78,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--opts", nargs="+", default=[], help="config overrides, key=value (e.g. train.base_lr=0.02)")
     p.add_argument("--skip-data", action="store_true", help="use the data in --data-dir as it is")
     p.add_argument("--pictures", type=int, default=6, help="held-out images to draw")
+    p.add_argument("--resume", type=Path, metavar="CHECKPOINT",
+                   help="continue the run in --output from this checkpoint (the one an interrupted run names)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
     add_debug_flag(p)
     args = p.parse_args(argv)
     if min(args.train_samples, args.seg_images, args.cls_images, args.workers, args.threads) < 1:
         raise UserError("--train-samples, --seg-images, --cls-images, --workers and --threads must be at least 1")
     if args.pictures < 0 or args.seed < 0:
         raise UserError("--pictures and --seed must not be negative")
+    if args.resume and args.overwrite:
+        raise UserError("--resume continues the run in --output, --overwrite replaces it: give one of them")
+    if args.resume and not args.resume.is_file():
+        raise UserError(f"--resume: {args.resume} is not a file")
     return args
 
 
@@ -101,6 +114,23 @@ class Timer:
         wall, cpu = time.perf_counter(), cpu_seconds()
         yield
         self.phases[name] = {"wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(cpu_seconds() - cpu, 1)}
+
+
+# --------------------------------------------------------------------------------------------- output
+
+
+def claim_output(args: argparse.Namespace) -> None:
+    """Make --output this run's: an earlier run there is continued (--resume), removed (--overwrite) or refused."""
+    earlier = [args.output / name for name in RUN_FILES if (args.output / name).exists()]
+    if not earlier or args.resume:
+        return
+    if not args.overwrite:
+        checkpoint = args.output / "train" / "checkpoint.pth"
+        resume = f"--resume {checkpoint} to continue it, " if checkpoint.is_file() else ""
+        raise UserError(f"{args.output} holds an earlier run ({', '.join(p.name for p in earlier)}); pass {resume}"
+                        "--overwrite to replace it, or choose another --output")
+    for path in earlier:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -148,6 +178,8 @@ def run_config(args: argparse.Namespace, info: dict[str, Any] | None) -> DictCon
     cfg = load_config(args.cfg)
     OmegaConf.set_struct(cfg, True)
     opts = [f"seed={args.seed}", f"train.seed={args.seed}", f"evaluate.seg.cfg={SEG_CFG}"]
+    if args.resume:
+        opts.append(f"checkpoint.resume={args.resume.resolve()}")
     if args.epochs is not None:
         opts.append(f"train.epochs={args.epochs}")
     if args.batch_size is not None:
@@ -341,12 +373,18 @@ def machine() -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    start_wall, start_cpu, start_machine = time.perf_counter(), cpu_seconds(), None
+    start_wall, start_cpu = time.perf_counter(), cpu_seconds()
     device = select_device(args.device)
     torch.set_num_threads(args.threads)
     args.output = args.output.resolve()
     args.data_dir = args.data_dir.resolve()
-    args.output.mkdir(parents=True, exist_ok=True)
+    with hold_run_lock(args.output):  # one run per --output
+        claim_output(args)
+        return run(args, device, start_wall, start_cpu)
+
+
+def run(args: argparse.Namespace, device: torch.device, start_wall: float, start_cpu: float) -> dict[str, Any]:
+    """Every step of the quickstart, into ``args.output`` (locked and claimed by ``main``)."""
     logger = get_logger(args.output, name="quickstart")
     start_machine = machine()
     timer = Timer()
@@ -376,7 +414,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with timer("training"):
         from training import train
 
-        shutil.rmtree(train_dir, ignore_errors=True)  # a fresh run: no resume, no mixed logs
         logger.info(f"training: {cfg.train.epochs} epochs of {cfg.data.dataset.meta.synthetic.length} pairs, "
                     f"batch {cfg.data.batch_size}, on {device} ({args.threads} threads); log {train_dir / 'log.txt'}")
         history = train(get_config(argparse.Namespace(cfg=str(config_path), output=str(train_dir))), device=device)
