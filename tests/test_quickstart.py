@@ -155,6 +155,9 @@ def test_reported_numbers_are_recomputed(run):
     assert curves["metrics"]["mIoU"][-1][1] == pytest.approx(results["miou"], abs=0.006)
     assert curves["metrics"]["top-1"][-1][1] == pytest.approx(results["top1"])
     assert curves["chance_miou"] == results["miou_chance"]["all_background"]
+    phases = results["time"]["phases"]
+    trained_at = (phases["data"]["wall_s"] + phases["untrained evaluation"]["wall_s"] + phases["training"]["wall_s"])
+    assert curves["minutes"][-1] == [1, pytest.approx(trained_at / 60)]  # the last epoch ends when training does
     assert results["time"]["total_wall_s"] > 0 and set(results["time"]["phases"]) >= {"data", "training"}
 
 

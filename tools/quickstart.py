@@ -330,7 +330,8 @@ def upscale(array: np.ndarray, factor: int) -> np.ndarray:
 
 
 def plot_curves(curves: dict[str, Any], path: Path) -> None:
-    """Loss per iteration (left) and mIoU / top-1 per epoch (right, epoch 0 = untrained, chance dashed)."""
+    """Loss per iteration (left) and mIoU / top-1 over the minutes since the command started (right: the untrained
+    model, then each epoch's end; chance dashed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -341,25 +342,33 @@ def plot_curves(curves: dict[str, Any], path: Path) -> None:
         loss_ax.plot(*zip(*series, strict=True), label=name)
     loss_ax.set(xlabel="iteration", ylabel="loss", title="training loss")
     loss_ax.legend()
+    minutes = dict(curves["minutes"])
     for name, series in curves["metrics"].items():
         if series:
-            metric_ax.plot(*zip(*series, strict=True), marker="o", label=name)
+            metric_ax.plot([minutes[epoch] for epoch, _ in series], [value for _, value in series], marker="o",
+                           label=name)
     metric_ax.axhline(curves["chance_miou"], linestyle="--", color="gray", label="chance mIoU (all background)")
-    metric_ax.set(xlabel="epoch (0 = untrained)", ylabel="%", ylim=(0, 100),
-                  title="held-out zero-shot segmentation / classification")
+    metric_ax.set(xlabel="minutes since the command started (untrained, then each epoch's end)", ylabel="%",
+                  ylim=(0, 100), title="held-out zero-shot segmentation / classification")
     metric_ax.legend()
     fig.tight_layout()
     fig.savefig(path)
 
 
-def training_curves(history: History, untrained: dict[str, float], chance: float) -> dict[str, Any]:
-    """Loss per iteration and the per-epoch evaluations, from the history ``training.train`` returns."""
+def training_curves(history: History, untrained: dict[str, float], chance: float, start_s: float,
+                    train_s: float) -> dict[str, Any]:
+    """Loss per iteration and the per-epoch evaluations, from the history ``training.train`` returns; ``minutes``:
+    when each evaluated model was ready, counted from the command's start: the untrained one at ``start_s`` (when
+    training began), each epoch's end with the ``train_s`` seconds of training shared evenly over its epochs."""
     names = [name for name in (history.steps[0] if history.steps else {}) if name.endswith("loss")]
     loss = {name: [(step["iteration"], step[name]) for step in history.steps] for name in names}
     metrics = {}
     for name, key in (("mIoU", "miou"), ("top-1", "acc1")):
         metrics[name] = [(0, untrained[name])] + [(e["epoch"] + 1, e[key]) for e in history.epochs if key in e]
-    return {"loss": loss, "metrics": metrics, "chance_miou": chance}
+    epochs = [e["epoch"] + 1 for e in history.epochs]
+    minutes = [(0, start_s / 60)] + [(epoch, (start_s + train_s * (i + 1) / len(epochs)) / 60)
+                                     for i, epoch in enumerate(epochs)]
+    return {"loss": loss, "metrics": metrics, "chance_miou": chance, "minutes": minutes}
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -430,7 +439,9 @@ def run(args: argparse.Namespace, device: torch.device, start_wall: float, start
     with timer("pictures"):
         pictures = draw_pictures(cfg, model, seg_root, args.output / "pictures", args.pictures)
         untrained = {"mIoU": untrained_seg["mIoU"], "top-1": untrained_cls["acc1"]}
-        curves = training_curves(history, untrained, chance["all_background"])
+        training_start = sum(timer.phases[phase]["wall_s"] for phase in ("data", "untrained evaluation"))
+        curves = training_curves(history, untrained, chance["all_background"], training_start,
+                                 timer.phases["training"]["wall_s"])
         (args.output / "curves.json").write_text(json.dumps(curves) + "\n")
         plot_curves(curves, args.output / "curves.png")
 
