@@ -1,7 +1,7 @@
 """Does segmentation emerge from captions? Quickstart variants, each run by the quickstart itself.
 
     python benchmarks/quickstart_sweep.py --variants chosen chosen_no_group_loss --out-dir DIR
-    python benchmarks/quickstart_sweep.py --variants chosen --train-samples 12800 --epochs 3   # = ./quickstart.sh
+    python benchmarks/quickstart_sweep.py --variants chosen --train-samples 12800 --epochs 2   # = ./quickstart.sh
 
 A variant is a world (``datasets.synthetic.WORLDS``) plus config overrides of ``configs/quickstart.yml``. Each
 variant is one call of ``tools/quickstart.py``'s ``main`` with ``--world`` and ``--opts``: the same data files and

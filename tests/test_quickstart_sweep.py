@@ -65,5 +65,5 @@ def test_segmentation_emerges_in_a_reduced_quickstart(tmp_path):
                                   "--seg-images", "100", "--cls-images", "100", "--workers", "2", "--threads", "2",
                                   "--out-dir", str(tmp_path)])
     floor = max(r["mIoU_chance"], r["mIoU_untrained"])
-    assert r["mIoU"] >= floor + 20 and r["mIoU_seed2"] >= floor + 15
+    assert r["mIoU"] >= floor + 15 and r["mIoU_seed2"] >= floor + 10
     assert r["grouping"]["label_agreement"] >= 40 and r["grouping"]["oracle_hard"] >= 50 and r["top1"] >= 70
