@@ -1,4 +1,4 @@
-"""The main command: train a small GroupViT from captions alone on a CPU, in about ten minutes, and evaluate it.
+"""The main command: train a small GroupViT from captions alone on a CPU (200 steps by default), and evaluate it.
 
     ./quickstart.sh                                   # = .venv/bin/python tools/quickstart.py
     ./quickstart.sh --epochs 30 --train-samples 60000 # longer
