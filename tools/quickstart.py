@@ -47,6 +47,7 @@ from utils.cli import add_debug_flag, run_cli  # noqa: E402
 from utils.config import apply_opts, get_config, load_config  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.logger import get_logger  # noqa: E402
+from utils.overwrite import add_overwrite_flag  # noqa: E402
 from utils.run_lock import hold_run_lock  # noqa: E402
 
 DEFAULT_CFG = ROOT / "configs" / "quickstart.yml"
@@ -80,7 +81,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pictures", type=int, default=6, help="held-out images to draw")
     p.add_argument("--resume", type=Path, metavar="CHECKPOINT",
                    help="continue the run in --output from this checkpoint (the one an interrupted run names)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
+    add_overwrite_flag(p, "an earlier run in --output (deleted before this one starts)")
     add_debug_flag(p)
     args = p.parse_args(argv)
     if min(args.train_samples, args.seg_images, args.cls_images, args.workers, args.threads) < 1:
