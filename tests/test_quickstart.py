@@ -174,6 +174,21 @@ def test_existing_world_is_reused(run):
     assert {p: p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file()} == before
 
 
+def test_another_world_in_the_data_dir_is_refused_and_kept(tmp_path):
+    """A --data-dir holding another world (here another seed) is not regenerated without --overwrite."""
+    data = tmp_path / "data"
+    data.mkdir()
+    info = {"world": "v1", "seed": 7, "train": {"length": 3}, "seg": {"num_images": 1}, "cls": {"length": 1}}
+    (data / "info.json").write_text(json.dumps(info))
+    (data / "train").mkdir()
+    (data / "train" / "shard-000000.tar").write_bytes(b"the user's shard")
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    args = quickstart.parse_args([*ARGS, "--data-dir", str(data)])
+    with pytest.raises(quickstart.UserError, match="holds another world .*seed 7.*--overwrite"):
+        quickstart.ensure_data(args, 64, print)
+    assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
+
+
 def test_shell_entry_point():
     script = ROOT / "quickstart.sh"
     assert script.stat().st_mode & 0o111

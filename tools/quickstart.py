@@ -81,7 +81,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pictures", type=int, default=6, help="held-out images to draw")
     p.add_argument("--resume", type=Path, metavar="CHECKPOINT",
                    help="continue the run in --output from this checkpoint (the one an interrupted run names)")
-    add_overwrite_flag(p, "an earlier run in --output (deleted before this one starts)")
+    add_overwrite_flag(p, "an earlier run in --output (deleted before this one starts) and another world in "
+                          "--data-dir")
     add_debug_flag(p)
     args = p.parse_args(argv)
     if min(args.train_samples, args.seg_images, args.cls_images, args.workers, args.threads) < 1:
@@ -159,6 +160,9 @@ def ensure_data(args: argparse.Namespace, image_size: int, log: Callable[[str], 
     if info is not None and describe(info) == wanted:
         log(f"data: {args.data_dir} already holds this world ({args.world}, seed {args.seed}); not regenerated")
         return info
+    if info is not None and not args.overwrite:  # another world: a user's, or an earlier run's with other settings
+        raise UserError(f"{args.data_dir} holds another world ({describe(info)['world']}, seed {info.get('seed')}): "
+                        "refusing to regenerate it; pass --overwrite to replace it, or choose another --data-dir")
     log(f"data: generating world {args.world} (seed {args.seed}, {image_size} px, {args.train_samples} pairs, "
         f"{args.seg_images} held-out, {args.cls_images} cls) into {args.data_dir} with {args.workers} processes")
     return write_world(args.data_dir, spec, args.seed, args.train_samples, args.seg_images, args.cls_images,
