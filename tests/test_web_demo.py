@@ -259,6 +259,21 @@ def test_names_one_per_line_are_separate_classes(app, segmenter):
 
 
 @contextlib.contextmanager
+def chromium_page(playwright) -> Iterator:
+    """A page in headless Debian Chromium, with a fresh profile, closed on the way out."""
+    with tempfile.TemporaryDirectory() as profile:
+        browser = playwright.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1400})
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(90_000)
+            yield page
+        finally:
+            browser.close()
+
+
+@contextlib.contextmanager
 def serving(tmp_path: Path, checkpoint: str | Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """demo/app.py with ``checkpoint`` on a free loopback port; its URL and process."""
     port = free_port()
@@ -303,58 +318,50 @@ def test_page_in_headless_chromium(app, segmenter, server, bad_files):
 
     url, proc = server
     outside: list[str] = []
-    with sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
-        browser = playwright.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 1400})
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(90_000)
-            page.on("request", lambda req: None if req.url.startswith(LOOPBACK) else outside.append(req.url))
-            page.goto(url)
-            expect(page.locator("#weights-warning")).to_be_hidden()
+    with sync_playwright() as playwright, chromium_page(playwright) as page:
+        page.on("request", lambda req: None if req.url.startswith(LOOPBACK) else outside.append(req.url))
+        page.goto(url)
+        expect(page.locator("#weights-warning")).to_be_hidden()
 
-            # a photo, a vocabulary, a threshold: the three pictures and the class table
-            page.locator("#input-image input[type=file]").set_input_files(COFFEE)
-            page.locator("#input-image img").wait_for()
-            page.locator("#vocab textarea").fill(VOCAB)
-            page.locator("#bg-thresh textarea, #bg-thresh input").fill("0")
-            page.locator("#submit").click()
-            expect(page.locator("#status")).to_contain_text("Segmented a 600×400 image")
-            for picture in ("#out-label img", "#out-final img"):
-                expect(page.locator(picture)).to_be_visible()
-                assert page.locator(picture).evaluate("img => img.complete && img.naturalWidth") == 600
-            expect(page.locator("#out-groups img")).to_have_count(2)
-            expect(page.locator("#class-table")).to_contain_text("%")
-            expected = app.segment_page(segmenter, COFFEE, VOCAB, "0", app.OUTPUT_MODES).table
-            assert table_rows(page.locator("#class-table").inner_text()) == expected
-            page.screenshot(path=artifacts_dir() / "web_demo.png", full_page=True)
+        # a photo, a vocabulary, a threshold: the three pictures and the class table
+        page.locator("#input-image input[type=file]").set_input_files(COFFEE)
+        page.locator("#input-image img").wait_for()
+        page.locator("#vocab textarea").fill(VOCAB)
+        page.locator("#bg-thresh textarea, #bg-thresh input").fill("0")
+        page.locator("#submit").click()
+        expect(page.locator("#status")).to_contain_text("Segmented a 600×400 image")
+        for picture in ("#out-label img", "#out-final img"):
+            expect(page.locator(picture)).to_be_visible()
+            assert page.locator(picture).evaluate("img => img.complete && img.naturalWidth") == 600
+        expect(page.locator("#out-groups img")).to_have_count(2)
+        expect(page.locator("#class-table")).to_contain_text("%")
+        expected = app.segment_page(segmenter, COFFEE, VOCAB, "0", app.OUTPUT_MODES).table
+        assert table_rows(page.locator("#class-table").inner_text()) == expected
+        page.screenshot(path=artifacts_dir() / "web_demo.png", full_page=True)
 
-            # bad input: a message in the page each time
-            page.locator("#vocab textarea").fill("")
-            page.locator("#submit").click()
-            expect(page.locator("#status")).to_contain_text("Error: the vocabulary is empty")
-            expect(page.locator("#out-label img")).to_have_count(0)
+        # bad input: a message in the page each time
+        page.locator("#vocab textarea").fill("")
+        page.locator("#submit").click()
+        expect(page.locator("#status")).to_contain_text("Error: the vocabulary is empty")
+        expect(page.locator("#out-label img")).to_have_count(0)
 
-            page.locator("#input-image button[aria-label='Remove Image']").click()
-            page.locator("#input-image input[type=file]").set_input_files(bad_files["notes"])
-            expect(page.get_by_text("Invalid file type: notes.txt")).to_be_visible()  # refused by Gradio's page
+        page.locator("#input-image button[aria-label='Remove Image']").click()
+        page.locator("#input-image input[type=file]").set_input_files(bad_files["notes"])
+        expect(page.get_by_text("Invalid file type: notes.txt")).to_be_visible()  # refused by Gradio's page
 
-            page.locator("#input-image input[type=file]").set_input_files(bad_files["fake"])  # passes as image/png
-            page.locator("#input-image img").wait_for(state="attached")
-            page.locator("#vocab textarea").fill(VOCAB)
-            page.locator("#submit").click()
-            expect(page.locator("#status")).to_contain_text("Error: fake.png is not an image that can be read")
-            page.screenshot(path=artifacts_dir() / "web_demo_bad_input.png", full_page=True)
+        page.locator("#input-image input[type=file]").set_input_files(bad_files["fake"])  # passes as image/png
+        page.locator("#input-image img").wait_for(state="attached")
+        page.locator("#vocab textarea").fill(VOCAB)
+        page.locator("#submit").click()
+        expect(page.locator("#status")).to_contain_text("Error: fake.png is not an image that can be read")
+        page.screenshot(path=artifacts_dir() / "web_demo_bad_input.png", full_page=True)
 
-            # still serving: a bundled example segments
-            page.locator("#input-image button[aria-label='Remove Image']").click()
-            page.locator("#examples button:has(img[src$='astronaut.jpg'])").click()
-            page.locator("#input-image img").wait_for()
-            page.locator("#submit").click()
-            expect(page.locator("#status")).to_contain_text("Segmented a 512×512 image")
-        finally:
-            browser.close()
+        # still serving: a bundled example segments
+        page.locator("#input-image button[aria-label='Remove Image']").click()
+        page.locator("#examples button:has(img[src$='astronaut.jpg'])").click()
+        page.locator("#input-image img").wait_for()
+        page.locator("#submit").click()
+        expect(page.locator("#status")).to_contain_text("Segmented a 512×512 image")
     assert proc.poll() is None and answers(url)
     assert not outside, f"the page fetched from outside this machine: {outside}"
 
@@ -367,28 +374,20 @@ def test_world_image_in_headless_chromium(app, world_ckpt, world_image, tmp_path
     from playwright.sync_api import expect, sync_playwright
 
     with serving(tmp_path, world_ckpt) as (url, _), sync_playwright() as playwright, \
-            tempfile.TemporaryDirectory() as profile:
-        browser = playwright.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 1400})
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(90_000)
-            page.goto(url)
-            page.get_by_role("button", name="Quickstart world classes").click()
-            expect(page.locator("#vocab textarea")).to_have_value("circle, square, triangle, star, ring, cross, "
-                                                                  "heart, diamond")
-            page.locator("#input-image input[type=file]").set_input_files(world_image)
-            page.locator("#input-image img").wait_for()
-            page.locator("#submit").click()
-            expect(page.locator("#status")).to_contain_text("Segmented a 80×80 image")
-            expect(page.locator("#out-groups img")).to_have_count(1)  # the quickstart model: one grouping stage
-            page.locator("#out-label img").wait_for()
-            page.screenshot(path=artifacts_dir() / "web_demo_world.png", full_page=True)
-            for picture in ("#input-image img", "#out-label img", "#out-final img", "#out-groups img"):
-                shown = page.locator(picture).first.evaluate(
-                    "img => [img.getBoundingClientRect().height, getComputedStyle(img).imageRendering, "
-                    "getComputedStyle(img).objectFit]")
-                assert shown == [app.PICTURE_HEIGHT, "pixelated", "contain"], picture
-        finally:
-            browser.close()
+            chromium_page(playwright) as page:
+        page.goto(url)
+        page.get_by_role("button", name="Quickstart world classes").click()
+        expect(page.locator("#vocab textarea")).to_have_value("circle, square, triangle, star, ring, cross, "
+                                                              "heart, diamond")
+        page.locator("#input-image input[type=file]").set_input_files(world_image)
+        page.locator("#input-image img").wait_for()
+        page.locator("#submit").click()
+        expect(page.locator("#status")).to_contain_text("Segmented a 80×80 image")
+        expect(page.locator("#out-groups img")).to_have_count(1)  # the quickstart model: one grouping stage
+        page.locator("#out-label img").wait_for()
+        page.screenshot(path=artifacts_dir() / "web_demo_world.png", full_page=True)
+        for picture in ("#input-image img", "#out-label img", "#out-final img", "#out-groups img"):
+            shown = page.locator(picture).first.evaluate(
+                "img => [img.getBoundingClientRect().height, getComputedStyle(img).imageRendering, "
+                "getComputedStyle(img).objectFit]")
+            assert shown == [app.PICTURE_HEIGHT, "pixelated", "contain"], picture
