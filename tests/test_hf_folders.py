@@ -249,7 +249,7 @@ def test_main_seg_demo_and_web_app_on_a_folder_equal_the_pth(exported, voc_root,
     app = load_script("groupvit_web_app_hf", REPO / "demo" / "app.py")
     labels = []
     for resume in (CKPT, exported):
-        model, cfg, random_weights = app.load_model(app.parse_args(["--resume", str(resume), "--device", "cpu"]))
+        model, cfg, random_weights, _ = app.load_model(app.parse_args(["--resume", str(resume), "--device", "cpu"]))
         assert not random_weights
         labels.append(app.Segmenter(model, cfg).segment(cv2.imread(str(image)), "astronaut, flag", None, []).label)
     np.testing.assert_array_equal(labels[0], labels[1])

@@ -13,6 +13,7 @@ import main_group_vit
 from datasets.builder import build_train_loader
 from utils.atomic_files import write_tar
 from utils.config import load_config
+from utils.config_schema import check_config
 from utils.errors import UserError
 
 EPOCH_LINE = re.compile(r"EPOCH (\d+) training takes .*; skipped: (\d+) bad samples of (\d+) read, (\d+) non-finite")
@@ -116,15 +117,16 @@ def test_all_bad_training_run_stops_with_the_reason_in_the_log(tmp_path):
 
 @pytest.mark.parametrize("value", [-0.1, 1.5, "half"])
 def test_max_bad_fraction_is_checked(tmp_path, value):
-    """By the config schema when the file is read, and again by the loader (a config built in code)."""
+    """By the config schema when the file is read, and by the same rule on a config built in code (the check the
+    engine runs before training)."""
     path = write_tiny_setup(tmp_path, extra={"data.max_bad_fraction": value})
     with pytest.raises(UserError, match=r"bad value for config key 'data\.max_bad_fraction' in .*tiny_train\.yml: "
                                         r"expected a number >= 0 and <= 1"):
         load_config(path)
     cfg = load_config(write_tiny_setup(tmp_path))
     cfg.data.max_bad_fraction = value
-    with pytest.raises(UserError, match="data.max_bad_fraction must be a number between 0 and 1"):
-        build_train_loader(cfg.data)
+    with pytest.raises(UserError, match=r"data\.max_bad_fraction.*expected a number >= 0 and <= 1"):
+        check_config(cfg, "the run config")
 
 
 def test_missing_data_folder_is_named(tmp_path):
