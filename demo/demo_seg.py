@@ -36,9 +36,10 @@ from segmentation.image_files import ImageInput, list_images, read_image  # noqa
 from segmentation.inference import class_shares, segment_image  # noqa: E402
 from segmentation.label_outputs import ERRORS_FILE, LABELS_DIR, LabelOutputs, run_description  # noqa: E402
 from segmentation.model_loading import DEFAULT_CFG, experiment_config, load_eval_model  # noqa: E402
-from segmentation.vis import VIS_MODES, check_palette_png, check_vis_modes, visualize_sample  # noqa: E402
+from segmentation.vis import VIS_MODES, check_palette_png, check_vis_modes, existing_vis, visualize_sample  # noqa: E402
 from utils.cli import add_debug_flag, make_output_dir, pick_device, run_cli  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.overwrite import add_overwrite_flag, refuse_to_overwrite  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=4, help="many images: images per encoder pass (default 4)")
     parser.add_argument("--workers", type=int, default=2,
                         help="many images: processes reading and resizing them (default 2; 0: this one)")
+    add_overwrite_flag(parser, "an earlier run's pictures of the one --input image (a folder run resumes instead)")
     add_debug_flag(parser)
     return parser.parse_args(argv)
 
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
         raise UserError("--batch-size must be at least 1 and --workers at least 0")
     img = read_image(args.input) if images is None else None
     out_dir = make_output_dir(args.output_dir)
+    if images is None:  # one image: an earlier run's pictures of it stay unless asked
+        refuse_to_overwrite(existing_vis(out_dir / "vis_imgs", Path(args.input).stem, modes),
+                            "the pictures of an earlier run", args.overwrite)
     device = pick_device(args.device)
     args.cfg = args.cfg or str(DEFAULT_CFG)
     dataset_cfg, meta = VOCABULARY_PRESETS[args.dataset]

@@ -14,6 +14,7 @@ Modes:
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -149,6 +150,16 @@ def save_vis(out_dir: str | Path, name: str, modes: Sequence[str], image: np.nda
                 img.save(tmp, format="PNG")
             written.append(path)
     return written
+
+
+def existing_vis(out_dir: str | Path, name: str, modes: Sequence[str]) -> list[Path]:
+    """The files :func:`save_vis` would write for ``name`` that exist already (all_groups: one per stage)."""
+    found = []
+    for mode in modes:
+        folder = Path(out_dir) / mode
+        found += [folder / f"{name}.png"] if (folder / f"{name}.png").exists() else []
+        found += sorted(folder.glob(f"{glob.escape(name)}_layer*.png")) if mode == "all_groups" else []
+    return found
 
 
 @torch.no_grad()

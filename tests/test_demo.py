@@ -135,3 +135,15 @@ def test_cli_runs_and_fails_with_one_line(tmp_path):
                           str(tmp_path / "missing.png")], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and bad.stderr == f"error: input image not found: {tmp_path / 'missing.png'}\n"
+
+
+def test_an_earlier_runs_pictures_are_kept(astronaut, tmp_path):
+    """A second run on the same image into the same folder refuses, every picture as it was; --overwrite replaces."""
+    written = run_demo(astronaut, tmp_path, "--device", "cpu", "--vis", "pred", "all_groups")
+    before = {path: path.read_bytes() for path in written}
+    with pytest.raises(UserError, match=r"astronaut.* exists already: refusing .*pictures of an earlier run.*"
+                                        r"--overwrite"):
+        run_demo(astronaut, tmp_path, "--device", "cpu", "--vis", "all_groups", "--vocab", "flag")
+    assert {path: path.read_bytes() for path in written} == before
+    rewritten = run_demo(astronaut, tmp_path, "--device", "cpu", "--vis", "pred", "--vocab", "flag", "--overwrite")
+    assert rewritten == [tmp_path / "vis_imgs" / "pred" / "astronaut.png"]
