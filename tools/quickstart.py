@@ -304,7 +304,7 @@ def draw_pictures(cfg: DictConfig, model: torch.nn.Module, seg_root: Path, out_d
     from segmentation.evaluation import build_seg_dataset, build_segmentor, load_eval_seg_config
     from segmentation.image_files import read_image
     from segmentation.inference import segment_image
-    from segmentation.vis import sample_layers, save_vis
+    from segmentation.vis import sample_layers, save_vis, upscale
 
     shutil.rmtree(out_dir, ignore_errors=True)
     seg_cfg, _ = load_eval_seg_config(cfg.evaluate.seg)
@@ -327,11 +327,6 @@ def draw_pictures(cfg: DictConfig, model: torch.nn.Module, seg_root: Path, out_d
         Image.fromarray(np.concatenate(rows, axis=0)).save(overview)
         written.append(overview)
     return written
-
-
-def upscale(array: np.ndarray, factor: int) -> np.ndarray:
-    """Nearest-neighbour enlargement of an [H, W] or [H, W, 3] array."""
-    return np.repeat(np.repeat(array, factor, axis=0), factor, axis=1)
 
 
 def plot_curves(curves: dict[str, Any], path: Path) -> None:
