@@ -57,7 +57,7 @@ def world_preset(stored_cfg: Mapping | DictConfig | None) -> tuple[Path, dict[st
 
     Returns the synthetic dataset config, the world's classes and colours (from its held-out set's dataset.json
     when that folder is on this machine, else the default world's) and the stored ``test_cfg.*`` overrides (the
-    background threshold tuned for the world)."""
+    background threshold chosen for the world: ``evaluate.seg.bg_thresh``, then those in ``evaluate.seg.opts``)."""
     if isinstance(stored_cfg, DictConfig):
         stored_cfg = OmegaConf.to_container(stored_cfg, resolve=False)
     seg = ((stored_cfg or {}).get("evaluate") or {}).get("seg") or {}
@@ -70,4 +70,6 @@ def world_preset(stored_cfg: Mapping | DictConfig | None) -> tuple[Path, dict[st
     else:
         spec = WORLDS[DEFAULT_WORLD]
         meta = {"classes": list(spec.class_names), "palette": palette(spec)}
-    return SYNTHETIC_CFG, meta, [opt for opt in opts if opt.startswith("test_cfg.")]
+    # the run's threshold (evaluate.seg.bg_thresh) first, so that a test_cfg override in opts wins, as in evaluation
+    thresh = [] if seg.get("bg_thresh") is None else [f"test_cfg.bg_thresh={seg['bg_thresh']}"]
+    return SYNTHETIC_CFG, meta, [*thresh, *(opt for opt in opts if opt.startswith("test_cfg."))]
