@@ -82,9 +82,6 @@ def main(argv: list[str] | None = None) -> list[Path]:
         raise UserError("--batch-size must be at least 1 and --workers at least 0")
     img = read_image(args.input) if images is None else None
     out_dir = make_output_dir(args.output_dir)
-    if images is None:  # one image: an earlier run's pictures of it stay unless asked
-        refuse_to_overwrite(existing_vis(out_dir / "vis_imgs", Path(args.input).stem, modes),
-                            "the pictures of an earlier run", args.overwrite)
     device = pick_device(args.device)
     args.cfg = args.cfg or str(DEFAULT_CFG)
     dataset_cfg, meta = VOCABULARY_PRESETS[args.dataset]
@@ -98,6 +95,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
                                 template=cfg.evaluate.seg.template)
     if images is not None:
         return segment_many(seg_model, images, out_dir, modes, args, template=cfg.evaluate.seg.template)
+    # one image: an earlier run's pictures of it stay unless asked (checked after the input and the model)
+    refuse_to_overwrite(existing_vis(out_dir / "vis_imgs", Path(args.input).stem, modes),
+                        "the pictures of an earlier run", args.overwrite)
     inputs, sample = segment_image(seg_model, img, name=args.input)
 
     shares = class_shares(sample.pred_sem_seg.data[0].cpu().numpy(), seg_model.classes)
