@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -247,3 +248,25 @@ def test_patch_grid_bound_on_a_hand_made_mask():
     # IoU: class 1 = 1, background = 119 / 128, class 2 = 0
     assert patch_grid_bound(torch.from_numpy(mask)[None], 8, 3) == pytest.approx(100 * (1 + 119 / 128) / 3)
     assert patch_grid_bound(torch.from_numpy(mask)[None], 1, 3) == pytest.approx(100)  # a 1-pixel grid loses nothing
+
+
+@pytest.mark.parametrize("world", sorted(WORLDS))
+def test_every_world_draws_and_names_each_of_its_classes(world):
+    """Each class of each named world is drawn (its mask pixels are the object's), named only when visible, and
+    no caption word the noun tagger picks for a prompt is a colour."""
+    from datasets.nouns import extract_words
+
+    spec = replace(WORLDS[world], image_size=48)
+    words = [w for c in spec.classes for w in (c.name, *c.synonyms)]
+    assert len(set(words)) == len(words) and len({c.colour for c in spec.classes}) == len(spec.classes)
+    colours, drawn = {c.colour for c in spec.classes}, set()
+    for i in range(150):
+        rng = sample_rng(2, "train", i)
+        _, mask, objects = render_scene(rng, spec)
+        for label in {o.label for o in objects}:
+            assert (mask == label).sum() == sum(o.visible for o in objects if o.label == label)
+        drawn |= {o.label for o in objects if o.visible > 0}
+        caption = caption_for(objects, rng, spec)
+        assert classes_in_caption(caption, spec) <= {o.label for o in nameable(objects)}, caption
+        assert not set(extract_words(caption)) & colours, caption
+    assert drawn == set(range(1, len(spec.classes) + 1))

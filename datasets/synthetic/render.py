@@ -99,7 +99,7 @@ def _heart_outline(points: int = 48) -> np.ndarray:
 
 
 def _polygon(name: str, rng: np.random.Generator) -> np.ndarray:
-    """Vertices of a class's shape in the unit circle, randomly rotated: float32 [P, 2] (not for circle/ring)."""
+    """Vertices of a class's shape in the unit circle, randomly rotated: float32 [P, 2] (not for circle/ring/moon)."""
     if name == "heart":
         pts, angle = _heart_outline(), rng.uniform(-25, 25)
     elif name == "diamond":
@@ -110,8 +110,12 @@ def _polygon(name: str, rng: np.random.Generator) -> np.ndarray:
         pts = np.array([[-w, -1], [w, -1], [w, -w], [1, -w], [1, w], [w, w], [w, 1], [-w, 1], [-w, w], [-1, w],
                         [-1, -w], [-w, -w]], np.float32)
         angle = rng.uniform(0, 90)
-    else:  # regular: square, triangle, star
-        corners = {"square": 4, "triangle": 3, "star": 10}[name]
+    elif name == "arrow":
+        pts = np.array([[0, -1], [0.7, -0.25], [0.28, -0.25], [0.28, 1], [-0.28, 1], [-0.28, -0.25], [-0.7, -0.25]],
+                       np.float32)
+        angle = rng.uniform(0, 360)
+    else:  # regular: square, triangle, star, pentagon, hexagon
+        corners = {"square": 4, "triangle": 3, "star": 10, "pentagon": 5, "hexagon": 6}[name]
         t = np.arange(corners) * 2 * np.pi / corners
         radius = np.where(np.arange(corners) % 2, 0.42, 1.0) if name == "star" else 1.0
         pts, angle = np.stack([radius * np.sin(t), -radius * np.cos(t)], 1), rng.uniform(0, 360)
@@ -128,11 +132,15 @@ def _subpixel(v: np.ndarray | float) -> np.ndarray:
 def _shape(name: str, centre: np.ndarray, radius: float, size: int, rng: np.random.Generator) -> np.ndarray:
     """The pixels of one object (no anti-aliasing): bool [S, S]."""
     canvas = np.zeros((size, size), np.uint8)
-    if name in ("circle", "ring"):
+    if name in ("circle", "ring", "moon"):
         xy = tuple(int(v) for v in _subpixel(centre))
         cv2.circle(canvas, xy, int(_subpixel(radius)), 1, -1, cv2.LINE_8, 4)
         if name == "ring":
             cv2.circle(canvas, xy, int(_subpixel(radius * rng.uniform(0.45, 0.6))), 0, -1, cv2.LINE_8, 4)
+        elif name == "moon":  # a crescent: the disc less a disc of the same size moved sideways
+            a = rng.uniform(0, 2 * np.pi)
+            bite = tuple(int(v) for v in _subpixel(centre + radius * 0.55 * np.array([np.cos(a), np.sin(a)])))
+            cv2.circle(canvas, bite, int(_subpixel(radius * 0.85)), 0, -1, cv2.LINE_8, 4)
     else:
         cv2.fillPoly(canvas, [_subpixel(centre + radius * _polygon(name, rng))], 1, cv2.LINE_8, 4)
     return canvas.astype(bool)

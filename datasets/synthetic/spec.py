@@ -32,6 +32,15 @@ CLASSES: tuple[ObjectClass, ...] = (
     ObjectClass("heart", (), "pink", 325, (0.45, 0.7), (0.9, 1.0)),
     ObjectClass("diamond", ("rhombus",), "purple", 275, (0.6, 0.9), (0.65, 0.95)),
 )
+# Four more classes for the worlds with 12 (fewer copies of each noun prompt among a batch's negatives); hues
+# between the eight above; olive and brown are told from yellow and orange by their brightness. Colour words
+# that the noun tagger does not take for nouns (not "lime"), so that no prompt names a colour.
+MORE_CLASSES: tuple[ObjectClass, ...] = (
+    ObjectClass("hexagon", (), "olive", 75, (0.7, 1.0), (0.5, 0.65)),
+    ObjectClass("moon", ("crescent",), "azure", 200, (0.55, 0.85), (0.85, 1.0)),
+    ObjectClass("arrow", (), "brown", 25, (0.6, 0.85), (0.35, 0.5)),
+    ObjectClass("pentagon", (), "magenta", 300, (0.7, 1.0), (0.6, 0.9)),
+)
 TEXTURES = ("plain", "striped", "dotted")
 SPLITS = {"train": 0, "seg": 1, "cls": 2}
 
@@ -87,6 +96,8 @@ WORLDS: dict[str, WorldSpec] = {
     "v1": WorldSpec(),  # the first quickstart world: 64 px, 2-4 objects at 0.25-0.5, colour tied to class
     "v2": WorldSpec(num_objects=(1, 3), scale=(0.35, 0.6)),  # fewer, larger objects (patch-grid bound 70 at 64 px)
     "v3": WorldSpec(image_size=80, num_objects=(1, 3), scale=(0.35, 0.6)),  # the quickstart's: v2 at 80 px (bound 75)
+    "v3_12_classes": WorldSpec(image_size=80, num_objects=(1, 3), scale=(0.35, 0.6), classes=CLASSES + MORE_CLASSES),
+    "v3_untied_colour": WorldSpec(image_size=80, num_objects=(1, 3), scale=(0.35, 0.6), colour_tied_to_class=False),
 }
 DEFAULT_WORLD = "v3"
 
