@@ -57,7 +57,7 @@ def test_adamw_settings(yfcc_model):
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.05, 0.0]
 
 
-@pytest.mark.parametrize("epochs, warmup_epochs, iters", [(3, 1, 5), (30, 2, 7)])
+@pytest.mark.parametrize("epochs, warmup_epochs, iters", [(3, 1, 5), (30, 2, 7), (2, 0.25, 10)])
 def test_lr_at_each_iteration_equals_spec(epochs, warmup_epochs, iters):
     train = OmegaConf.create({"epochs": epochs, "warmup_epochs": warmup_epochs, "base_lr": 1e-3, "warmup_lr": 1e-6,
                               "min_lr": 1e-5, "weight_decay": 0.05, "lr_scheduler": {"name": "cosine"},
@@ -65,7 +65,7 @@ def test_lr_at_each_iteration_equals_spec(epochs, warmup_epochs, iters):
     model = torch.nn.Linear(2, 2)
     optimizer = build_optimizer(train, model)
     scheduler = build_scheduler(train, optimizer, iters)
-    t_initial, warmup_t = epochs * iters, warmup_epochs * iters
+    t_initial, warmup_t = epochs * iters, int(warmup_epochs * iters)  # a fraction: whole steps, as the reference
     used = []
     for epoch in range(epochs + 1):  # one epoch past the end: lr stays at min_lr
         for idx in range(iters):

@@ -180,7 +180,7 @@ KEYS: tuple[Key | Section, ...] = (
                      "and are rescaled linearly to batch_size x world_size by the training script."),
     Key("train.start_epoch", 0, NON_NEGATIVE),
     Key("train.epochs", 30, NON_NEGATIVE),
-    Key("train.warmup_epochs", 2, NON_NEGATIVE),
+    Key("train.warmup_epochs", 2, _num(0), "may be a fraction: int(warmup_epochs x iterations per epoch) steps"),
     Key("train.base_lr", 1.6e-3, _num(0, low_open=True)),
     Key("train.weight_decay", 0.05, _num(0)),
     Key("train.warmup_lr", 4e-6, _num(0)),
