@@ -28,6 +28,7 @@ from .templates import template_meta
 WORD_TAGS = frozenset({"NN", "NNS", "NNP", "VBG", "VB", "VBD", "VBN", "VBP", "VBZ"})
 TAGGERS = ("auto", "pattern", "nltk")
 WORD_TYPES = ("noun", "noun_phrase")
+WORD_CACHE = 2**15  # captions whose words are kept (a few MB per loader worker)
 
 # Noun phrases: runs of adjectives/nouns ending in a noun. The reference's grammar lists {<NBAR>} before
 # {<NBAR><IN><NBAR>}, so the second rule never fires; kept as it is.
@@ -124,11 +125,16 @@ class WordAugTokenizeWrapper:
         self.templates = template_meta[template_set]
         self.word_type = word_type
         self.tagger = resolve_tagger(tagger)
+        self.word_cache: dict[str, tuple[str, ...]] = {}  # the words of the first WORD_CACHE captions seen
 
     def words(self, text: str) -> list[str]:
-        if self.word_type == "noun":
-            return extract_words(text, self.tagger)
-        return extract_noun_phrases(text, self.tagger)
+        words = self.word_cache.get(text)
+        if words is None:  # tagging is most of the loader's time; captions repeat across epochs
+            words = tuple(extract_words(text, self.tagger) if self.word_type == "noun"
+                          else extract_noun_phrases(text, self.tagger))
+            if len(self.word_cache) < WORD_CACHE:
+                self.word_cache[text] = words
+        return list(words)
 
     def texts(self, text: str) -> list[str]:
         """[caption, prompt_1, ..., prompt_max_word] as strings."""

@@ -106,3 +106,15 @@ def test_text_transform_from_config():
     assert build_text_transform(False, text_aug)("A cat sleeps on a table.").shape == (77,)
     text_aug.multi_label = 0
     assert build_text_transform(True, text_aug)("A cat.").shape == (77,)
+
+
+def test_words_of_a_repeated_caption_come_from_a_bounded_cache(monkeypatch):
+    import datasets.nouns as nouns
+
+    monkeypatch.setattr(nouns, "WORD_CACHE", 1)
+    wrapper = WordAugTokenizeWrapper(Tokenize(), max_word=2)
+    assert wrapper.words("A cat sleeps on a wooden table.") == ["cat", "sleeps", "table"]
+    assert wrapper.words("a bowl of fresh fruit") == ["bowl", "fruit"]
+    assert list(wrapper.word_cache) == ["A cat sleeps on a wooden table."]
+    wrapper.word_cache["A cat sleeps on a wooden table."] = ("dog",)  # a cached entry is what words returns
+    assert wrapper.words("A cat sleeps on a wooden table.") == ["dog"]

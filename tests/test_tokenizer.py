@@ -156,3 +156,17 @@ def test_tiny_golden_class_tokens(golden):
     assert torch.equal(voc, emb['voc_tokens'])
     subset = build_dataset_class_tokens(transform, emb['subset_template'], emb['subset_classnames'])
     assert torch.equal(subset, emb['subset_tokens'])
+
+
+def test_repeated_texts_come_from_a_bounded_cache(monkeypatch):
+    """Repeated texts are served from ``text_cache`` with the same ids, and the cache stops growing at its bound."""
+    import datasets.tokenizer as tokenizer_module
+
+    monkeypatch.setattr(tokenizer_module, 'ENCODE_CACHE', 2)
+    tokenizer = SimpleTokenizer()
+    texts = ['a photo of a star.', 'a sketch of a ring.', 'itap of a cross.']
+    first = [tokenizer.encode(t) for t in texts]
+    assert list(tokenizer.text_cache) == texts[:2]
+    tokenizer.text_cache[texts[0]] = (1, 2, 3)  # a cached entry is what encode returns
+    assert tokenizer.encode(texts[0]) == [1, 2, 3]
+    assert [tokenizer.encode(t) for t in texts[1:]] == first[1:] == [default_tokenizer().encode(t) for t in texts[1:]]
