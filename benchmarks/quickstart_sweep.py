@@ -70,6 +70,12 @@ VARIANTS: dict[str, Variant] = {
     "chosen_lr_x1": Variant("v3", (*ONE_STAGE, *INIT, *LR, *GROUP_LOSS)),
     "chosen_2stage": Variant("v3", (*TWO_STAGE, *INIT, *LR_X2, *GROUP_LOSS)),
     "chosen_64px": Variant("v2", CHOSEN),  # world v2: v3 at 64 px
+    "chosen_warmup_quarter": Variant("v3", (*CHOSEN, "train.warmup_epochs=0.25")),  # full lr after 25 steps, not 100
+    "chosen_8_groups": Variant("v3", (*CHOSEN, "model.img_encoder.num_group_tokens=[8,0]",
+                                      "model.img_encoder.num_output_groups=[8]")),
+    "chosen_lr_x1.5": Variant("v3", (*ONE_STAGE, *INIT, "train.base_lr=2.4e-2", *GROUP_LOSS)),
+    "chosen_12_classes": Variant("v3_12_classes", CHOSEN),  # 4 more shape classes
+    "chosen_untied_colour": Variant("v3_untied_colour", CHOSEN),  # colour independent of the class (class = shape)
 }
 
 
