@@ -526,13 +526,13 @@ def test_one_run_per_output_folder(train_cfg, tmp_path):
     once the first is killed (SIGKILL to its main process: no clean-up at all), its lock file does not block a new
     run, even while the killed run's DataLoader workers still live (they are stopped with SIGSTOP first, as a worker
     that has not yet seen its parent gone)."""
-    out = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "main_group_vit.py", "--cfg", str(train_cfg), "--output", str(out)],
-                             cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    out, first_stderr = tmp_path / "run", tmp_path / "first.stderr"
+    with first_stderr.open("w") as stderr:
+        first = subprocess.Popen([sys.executable, "main_group_vit.py", "--cfg", str(train_cfg), "--output", str(out)],
+                                 cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     try:
         log = out / "log.txt"
-        wait_for(lambda: log.is_file() and "Train:" in log.read_text(), first)
+        wait_for(lambda: log.is_file() and "Train:" in log.read_text(), first, stderr_path=first_stderr)
         (tmp_path / "alias").symlink_to(out)
         for spelling in (out, tmp_path / "alias", Path(os.path.relpath(out, ROOT))):
             second = commands.run(["main_group_vit.py", "--cfg", str(train_cfg), "--output", str(spelling)],
@@ -544,10 +544,13 @@ def test_one_run_per_output_folder(train_cfg, tmp_path):
                             r"to end, stop it, or choose another --output$", lines[0]), lines[0]
         assert first.poll() is None
         assert log.read_text().count("training tiny_train") == 1  # the refused runs wrote nothing into the log
-        workers = []
-        while not workers:  # workers past their start (a child just forked may not have closed its copy yet)
-            workers = [pid for pid in children(first.pid) if age_s(pid) > 0.5 and signalled(pid, signal.SIGSTOP)]
-            time.sleep(0.01)
+        workers: list[int] = []
+
+        def stopped_workers() -> bool:  # workers past their start (a child just forked may not have closed its copy)
+            workers.extend(pid for pid in children(first.pid) if age_s(pid) > 0.5 and signalled(pid, signal.SIGSTOP))
+            return bool(workers)
+
+        wait_for(stopped_workers, first, stderr_path=first_stderr)  # the first run ending fails the test, not hangs it
     finally:
         first.kill()
         first.wait()
