@@ -70,7 +70,13 @@ def wait_for(condition, process: subprocess.Popen | commands.Command, timeout: f
 
 
 def children(pid: int) -> list[int]:
-    return [int(child) for task in Path(f"/proc/{pid}/task").glob("*/children") for child in task.read_text().split()]
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in task.read_text().split()]
+        except FileNotFoundError:  # a thread that ended after the listing
+            pass
+    return found
 
 
 def age_s(pid: int) -> float:
