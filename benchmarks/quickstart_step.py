@@ -34,6 +34,10 @@ import torch
 
 from common import ROOT, Table, append_results, machine_description  # isort: skip  (puts the project on sys.path)
 
+sys.path.insert(0, str(ROOT / "tools"))  # tools/ is not a package
+
+import quickstart  # noqa: E402
+
 VARIANTS = ("text_caches", "no_text_caches")
 
 
@@ -53,9 +57,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def quickstart_config(args: argparse.Namespace, *opts: str):
     """configs/quickstart.yml on the world in --data-dir, as ``./quickstart.sh`` builds it."""
-    sys.path.insert(0, str(ROOT / "tools"))  # tools/ is not a package
-    import quickstart
-
     if not (args.data_dir / "info.json").is_file():
         raise SystemExit(f"error: no quickstart world in {args.data_dir} (run ./quickstart.sh first)")
     info = json.loads((args.data_dir / "info.json").read_text())
@@ -109,10 +110,11 @@ def sgemm_gflops() -> float:
 def loop_step(args: argparse.Namespace) -> float:
     """Mean seconds per step of ``training.train`` (the quickstart's loader worker, no evaluation) after its first."""
     from training import train
+    from utils.config import apply_opts
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = quickstart_config(args, f"output={out}", "train.epochs=1", "evaluate.task=[]", "print_freq=1",
-                                f"data.dataset.meta.synthetic.length={args.loop_steps * 128}")
+        cfg = quickstart_config(args, f"output={out}", "train.epochs=1", "evaluate.task=[]", "print_freq=1")
+        apply_opts(cfg, [f"data.dataset.meta.synthetic.length={args.loop_steps * cfg.data.batch_size}"])
         train(cfg, device=torch.device("cpu"))
         log = (Path(out) / "log.txt").read_text()
     times = [float(t) for t in re.findall(r"\]\s+eta \S+\s+lr \S+\s+time ([0-9.]+)", log)]

@@ -129,7 +129,7 @@ class WordAugTokenizeWrapper:
 
     def words(self, text: str) -> list[str]:
         words = self.word_cache.get(text)
-        if words is None:  # tagging is most of the loader's time; captions repeat across epochs
+        if words is None:  # tagging is the slowest text step; a caption can come again, within an epoch too
             words = tuple(extract_words(text, self.tagger) if self.word_type == "noun"
                           else extract_noun_phrases(text, self.tagger))
             if len(self.word_cache) < WORD_CACHE:

@@ -85,8 +85,8 @@ class SimpleTokenizer:
         self.decoder: dict[int, str] = dict(enumerate(vocab))
         self.bpe_ranks: dict[tuple[str, str], int] = {pair: i for i, pair in enumerate(merges)}
         self.cache: dict[str, tuple[str, ...]] = {SOT_TEXT: (SOT_TEXT,), EOT_TEXT: (EOT_TEXT,)}
-        # Whole texts repeat (the multi-label loss's prompts: 80 templates x the nouns); cleaning and pre-tokenising
-        # them was half of the quickstart loader's time.
+        # Whole texts repeat (the multi-label loss's prompts: 80 templates x the nouns), and cleaning and
+        # pre-tokenising them again is a large share of the loader's text work.
         self.text_cache: dict[str, tuple[int, ...]] = {}  # the first ENCODE_CACHE texts seen
         assert len(self.encoder) == 49408 and self.encoder[SOT_TEXT] == SOT_ID and self.encoder[EOT_TEXT] == EOT_ID
 
