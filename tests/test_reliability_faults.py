@@ -551,11 +551,15 @@ def test_errors_in_del_after_a_stop_are_not_printed(tmp_path):
 
 
 @pytest.mark.slow
-def test_one_run_per_output_folder(train_cfg, tmp_path):
+def test_one_run_per_output_folder(tmp_path):
     """A second run into the folder (under any spelling of its path) is refused naming the first; the first goes on;
     once the first is killed (SIGKILL to its main process: no clean-up at all), its lock file does not block a new
     run, even while the killed run's DataLoader workers still live (they are stopped with SIGSTOP first, as a worker
     that has not yet seen its parent gone)."""
+    # Epochs of 200 steps, so that the first run's loader workers live for seconds: with the 2-step epochs of
+    # train_cfg a worker lived about 0.5 s, and on idle cores all 100 epochs could end before one was found.
+    train_cfg = write_tiny_setup(tmp_path / "data", epochs=100, train_length=400, per_shard=100, num_workers=2,
+                                 extra={"evaluate.task": ["cls"]})
     out, first_stderr = tmp_path / "run", tmp_path / "first.stderr"
     with first_stderr.open("w") as stderr:
         first = subprocess.Popen([sys.executable, "main_group_vit.py", "--cfg", str(train_cfg), "--output", str(out)],
@@ -587,7 +591,8 @@ def test_one_run_per_output_folder(train_cfg, tmp_path):
     try:
         assert (out / LOCK_NAME).is_file()  # left behind by the killed run
         third = commands.run(["main_group_vit.py", "--cfg", str(train_cfg), "--output", str(out), "--opts",
-                              "train.epochs=1"], tmp_path / "third", env=ENV, timeout=600)
+                              "train.epochs=1", "data.dataset.meta.tiny_pairs.length=4"], tmp_path / "third",
+                             env=ENV, timeout=600)
         assert third.returncode == 0, f"{third.stderr[-3000:]}; held by {holders(out / LOCK_NAME)}, workers {workers}"
     finally:
         for pid in workers:
