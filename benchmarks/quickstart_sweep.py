@@ -76,6 +76,16 @@ VARIANTS: dict[str, Variant] = {
     "chosen_lr_x1.5": Variant("v3", (*ONE_STAGE, *INIT, "train.base_lr=2.4e-2", *GROUP_LOSS)),
     "chosen_12_classes": Variant("v3_12_classes", CHOSEN),  # 4 more shape classes
     "chosen_untied_colour": Variant("v3_untied_colour", CHOSEN),  # colour independent of the class (class = shape)
+    "chosen_lr_x3": Variant("v3", (*ONE_STAGE, *INIT, "train.base_lr=4.8e-2", *GROUP_LOSS)),
+    "chosen_8_groups_lr_x3": Variant("v3", (*ONE_STAGE, *INIT, "train.base_lr=4.8e-2", *GROUP_LOSS,
+                                            "model.img_encoder.num_group_tokens=[8,0]",
+                                            "model.img_encoder.num_output_groups=[8]")),
+    # 400 steps of 64 in the time of 200 of 128; the lr is scaled to the batch: lr x4 keeps chosen's lr per step
+    "chosen_batch_64": Variant("v3", (*CHOSEN, "data.batch_size=64")),
+    "chosen_batch_64_lr_x4": Variant("v3", (*ONE_STAGE, *INIT, "train.base_lr=6.4e-2", *GROUP_LOSS,
+                                            "data.batch_size=64")),
+    "chosen_batch_64_lr_x4_warmup_half": Variant("v3", (*ONE_STAGE, *INIT, "train.base_lr=6.4e-2", *GROUP_LOSS,
+                                                        "data.batch_size=64", "train.warmup_epochs=0.5")),
 }
 
 
