@@ -60,7 +60,10 @@ TWO_STAGE = ("model.img_encoder.depths=[2,2,1]", "model.img_encoder.num_group_to
              "model.img_encoder.num_heads=[4,4,4]")
 REF_INIT, INIT = ("model.img_encoder.assign_init_scale=[1.0,1.0]",), ("model.img_encoder.assign_init_scale=[6.0,4.0]",)
 LR, LR_X2 = ("train.base_lr=1.6e-2",), ("train.base_lr=3.2e-2",)
+LR_X3, LR_X4 = ("train.base_lr=4.8e-2",), ("train.base_lr=6.4e-2",)
 NO_GROUP_LOSS, GROUP_LOSS = ("model.group_loss_weight=0.0",), ("model.group_loss_weight=1.0",)
+EIGHT_GROUPS = ("model.img_encoder.num_group_tokens=[8,0]", "model.img_encoder.num_output_groups=[8]")
+BATCH_64 = ("data.batch_size=64",)  # 400 steps of 64 in the time of 200 of 128; the lr is scaled to the batch
 CHOSEN = (*ONE_STAGE, *INIT, *LR_X2, *GROUP_LOSS)
 VARIANTS: dict[str, Variant] = {
     "v1_2stage": Variant("v1", (*TWO_STAGE, *REF_INIT, *LR, *NO_GROUP_LOSS)),  # the first quickstart
@@ -71,21 +74,16 @@ VARIANTS: dict[str, Variant] = {
     "chosen_2stage": Variant("v3", (*TWO_STAGE, *INIT, *LR_X2, *GROUP_LOSS)),
     "chosen_64px": Variant("v2", CHOSEN),  # world v2: v3 at 64 px
     "chosen_warmup_quarter": Variant("v3", (*CHOSEN, "train.warmup_epochs=0.25")),  # full lr after 25 steps, not 100
-    "chosen_8_groups": Variant("v3", (*CHOSEN, "model.img_encoder.num_group_tokens=[8,0]",
-                                      "model.img_encoder.num_output_groups=[8]")),
+    "chosen_8_groups": Variant("v3", (*CHOSEN, *EIGHT_GROUPS)),
     "chosen_lr_x1.5": Variant("v3", (*ONE_STAGE, *INIT, "train.base_lr=2.4e-2", *GROUP_LOSS)),
     "chosen_12_classes": Variant("v3_12_classes", CHOSEN),  # 4 more shape classes
     "chosen_untied_colour": Variant("v3_untied_colour", CHOSEN),  # colour independent of the class (class = shape)
-    "chosen_lr_x3": Variant("v3", (*ONE_STAGE, *INIT, "train.base_lr=4.8e-2", *GROUP_LOSS)),
-    "chosen_8_groups_lr_x3": Variant("v3", (*ONE_STAGE, *INIT, "train.base_lr=4.8e-2", *GROUP_LOSS,
-                                            "model.img_encoder.num_group_tokens=[8,0]",
-                                            "model.img_encoder.num_output_groups=[8]")),
-    # 400 steps of 64 in the time of 200 of 128; the lr is scaled to the batch: lr x4 keeps chosen's lr per step
-    "chosen_batch_64": Variant("v3", (*CHOSEN, "data.batch_size=64")),
-    "chosen_batch_64_lr_x4": Variant("v3", (*ONE_STAGE, *INIT, "train.base_lr=6.4e-2", *GROUP_LOSS,
-                                            "data.batch_size=64")),
-    "chosen_batch_64_lr_x4_warmup_half": Variant("v3", (*ONE_STAGE, *INIT, "train.base_lr=6.4e-2", *GROUP_LOSS,
-                                                        "data.batch_size=64", "train.warmup_epochs=0.5")),
+    "chosen_lr_x3": Variant("v3", (*ONE_STAGE, *INIT, *LR_X3, *GROUP_LOSS)),
+    "chosen_8_groups_lr_x3": Variant("v3", (*ONE_STAGE, *INIT, *LR_X3, *GROUP_LOSS, *EIGHT_GROUPS)),
+    "chosen_batch_64": Variant("v3", (*CHOSEN, *BATCH_64)),
+    "chosen_batch_64_lr_x4": Variant("v3", (*ONE_STAGE, *INIT, *LR_X4, *GROUP_LOSS, *BATCH_64)),  # chosen's lr per step
+    "chosen_batch_64_lr_x4_warmup_half": Variant("v3", (*ONE_STAGE, *INIT, *LR_X4, *GROUP_LOSS, *BATCH_64,
+                                                        "train.warmup_epochs=0.5")),
 }
 
 

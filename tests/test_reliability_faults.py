@@ -100,6 +100,14 @@ def holders(path: Path) -> list[int]:
     return sorted(set(found))
 
 
+def lock_is_free(folder: Path) -> bool:
+    """Whether a new run could take ``folder``'s run lock (taken and given back at once)."""
+    lock = acquire(folder)
+    if lock is not None:
+        release(lock)
+    return lock is not None
+
+
 def signalled(pid: int, signum: int) -> bool:
     """Send ``signum`` to ``pid``; False when there is no such process."""
     try:
@@ -230,13 +238,12 @@ def run_train_trial(cfg: Path, trial: tuple[int, int]) -> TrainTrial:
     argv = ["main_group_vit.py", "--cfg", str(cfg), "--output", str(out)]
     stopped = interrupt_at_log_line(argv, out, ANCHORS[index % len(ANCHORS)], signum, delay)
     partial = [p.name for p in out.iterdir() if p.name.endswith((".tmp", ".partial"))]
-    keys = {path.name: checkpoint_keys(path) for path in sorted(out.glob("*.pth"))}
-    lock = acquire(out)
-    if lock is not None:
-        release(lock)
-    for path in out.glob("*.pth"):
+    checkpoints = sorted(out.glob("*.pth"))
+    keys = {path.name: checkpoint_keys(path) for path in checkpoints}
+    free = lock_is_free(out)
+    for path in checkpoints:
         path.unlink()
-    return TrainTrial(stopped, partial, keys, lock is not None)
+    return TrainTrial(stopped, partial, keys, free)
 
 
 @pytest.fixture(scope="module")
@@ -319,9 +326,7 @@ def test_evaluation_stops(trial, seg_trials):
         with Image.open(picture) as image:
             image.load()  # raises on a truncated file
     assert (out / "seg_results.json").read_bytes() == EARLIER_RESULTS
-    lock = acquire(out)
-    assert lock is not None
-    release(lock)
+    assert lock_is_free(out)
 
 
 # --------------------------------------------------------------------------------------------- conversion
